@@ -1,0 +1,137 @@
+// Runtime ISA dispatch and thread control. Compiled once, with baseline flags.
+//
+// Each ISA's kernels live in their own namespace (nk::cpu::scalar, ::avx2, ::avx512), compiled
+// from the same sources with that ISA's flags. At load time the best ISA the CPU supports is
+// chosen (or the one named by NORMKIT_ISA); nk::<kernel>() forwards through its table.
+#include <omp.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "normkit/norm.h"
+#include "normkit/runtime.h"
+
+namespace nk::cpu {
+
+struct KernelTable {
+#define NK_KERNEL(name, Args) void (*name)(const Args&);
+#include "kernels.inc"
+#undef NK_KERNEL
+};
+
+}  // namespace nk::cpu
+
+#define NK_TABLE_ISA scalar
+#include "isa_table.inc"
+#undef NK_TABLE_ISA
+#if defined(NK_HAVE_AVX2)
+#define NK_TABLE_ISA avx2
+#include "isa_table.inc"
+#undef NK_TABLE_ISA
+#endif
+#if defined(NK_HAVE_AVX512)
+#define NK_TABLE_ISA avx512
+#include "isa_table.inc"
+#undef NK_TABLE_ISA
+#endif
+
+namespace nk::cpu {
+namespace {
+
+struct Isa {
+  const char* name;
+  const KernelTable* table;
+  bool supported;
+};
+
+std::vector<Isa> detect() {
+  std::vector<Isa> isas{{"scalar", &scalar::table, true}};
+#if defined(NK_HAVE_AVX2) || defined(NK_HAVE_AVX512)
+  __builtin_cpu_init();
+#endif
+#if defined(NK_HAVE_AVX2)
+  isas.push_back({"avx2", &avx2::table,
+                  __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")});
+#endif
+#if defined(NK_HAVE_AVX512)
+  isas.push_back({"avx512", &avx512::table,
+                  __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+                      __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")});
+#endif
+  std::vector<Isa> usable;
+  for (const Isa& isa : isas)
+    if (isa.supported) usable.push_back(isa);
+  return usable;
+}
+
+struct State {
+  std::vector<Isa> isas = detect();
+  std::atomic<int> current{static_cast<int>(isas.size()) - 1};
+  std::string env_error;
+  std::atomic<int> threads{0};  // 0: not set, follow OpenMP
+  State() {
+    if (const char* env = std::getenv("NORMKIT_ISA"); env && *env) {
+      bool found = false;
+      for (size_t i = 0; i < isas.size(); ++i)
+        if (env == std::string(isas[i].name)) { current = static_cast<int>(i); found = true; }
+      if (!found) env_error = std::string("NORMKIT_ISA=") + env + " is not available on this machine; using " + isas.back().name;
+    }
+  }
+};
+
+State& state() {
+  static State s;
+  return s;
+}
+
+const KernelTable& active() { return *state().isas[static_cast<size_t>(state().current.load())].table; }
+
+}  // namespace
+
+int kernel_threads() {
+  const int omp = omp_get_max_threads();
+  const int set = state().threads.load();
+  const int n = set > 0 && set < omp ? set : omp;
+  return n > 0 ? n : 1;
+}
+
+}  // namespace nk::cpu
+
+namespace nk {
+
+std::vector<std::string> available_isas() {
+  std::vector<std::string> names;
+  for (const auto& isa : cpu::state().isas) names.emplace_back(isa.name);
+  return names;
+}
+
+std::string get_isa() { return cpu::state().isas[static_cast<size_t>(cpu::state().current.load())].name; }
+
+bool set_isa(const std::string& name) {
+  auto& s = cpu::state();
+  for (size_t i = 0; i < s.isas.size(); ++i)
+    if (name == s.isas[i].name) {
+      s.current = static_cast<int>(i);
+      return true;
+    }
+  return false;
+}
+
+std::string isa_env_error() { return cpu::state().env_error; }
+
+void set_num_threads(int n) {
+  cpu::state().threads = n;
+  omp_set_num_threads(n);
+}
+
+int get_num_threads() { return cpu::kernel_threads(); }
+
+#define NK_KERNEL(name, Args) \
+  void name(const Args& args) { cpu::active().name(args); }
+#include "kernels.inc"
+#undef NK_KERNEL
+
+}  // namespace nk

@@ -1,0 +1,96 @@
+// AVX2 + FMA + F16C vector API (8 floats / 4 doubles). Same names as vec_scalar.h.
+#pragma once
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstring>
+
+#include "normkit/types.h"
+
+namespace nk::cpu::avx2 {
+
+struct VF { static constexpr int64_t W = 8; __m256 v; };
+struct VD { static constexpr int64_t W = 4; __m256d v; };
+
+inline VF operator+(VF a, VF b) { return {_mm256_add_ps(a.v, b.v)}; }
+inline VF operator-(VF a, VF b) { return {_mm256_sub_ps(a.v, b.v)}; }
+inline VF operator*(VF a, VF b) { return {_mm256_mul_ps(a.v, b.v)}; }
+inline VD operator+(VD a, VD b) { return {_mm256_add_pd(a.v, b.v)}; }
+inline VD operator-(VD a, VD b) { return {_mm256_sub_pd(a.v, b.v)}; }
+inline VD operator*(VD a, VD b) { return {_mm256_mul_pd(a.v, b.v)}; }
+inline VF fma(VF a, VF b, VF c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }  // a * b + c
+inline VD fma(VD a, VD b, VD c) { return {_mm256_fmadd_pd(a.v, b.v, c.v)}; }
+inline VF set1(float s) { return {_mm256_set1_ps(s)}; }
+inline VD set1(double s) { return {_mm256_set1_pd(s)}; }
+
+inline float reduce_add(VF a) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(a.v), _mm256_extractf128_ps(a.v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+inline double reduce_add(VD a) {
+  __m128d s = _mm_add_pd(_mm256_castpd256_pd128(a.v), _mm256_extractf128_pd(a.v, 1));
+  s = _mm_add_sd(s, _mm_unpackhi_pd(s, s));
+  return _mm_cvtsd_f64(s);
+}
+
+// ---- loads: storage type -> float32 (or float64) lanes
+inline VF loadu(const float* p) { return {_mm256_loadu_ps(p)}; }
+inline VD loadu(const double* p) { return {_mm256_loadu_pd(p)}; }
+inline VF loadu(const f16* p) { return {_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)))}; }
+inline VF loadu(const bf16* p) {
+  const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return {_mm256_castsi256_ps(_mm256_slli_epi32(w, 16))};
+}
+
+inline __m256i lane_mask32(int64_t n) {  // lanes i < n set
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+inline __m256i lane_mask64(int64_t n) {
+  return _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
+}
+// load_tail / store_tail: the first n (< W) elements; loaded lanes past n are zero.
+inline VF load_tail(const float* p, int64_t n) { return {_mm256_maskload_ps(p, lane_mask32(n))}; }
+inline VD load_tail(const double* p, int64_t n) { return {_mm256_maskload_pd(p, lane_mask64(n))}; }
+template <class T> inline VF load_tail(const T* p, int64_t n) {  // 16-bit types: via a stack copy
+  T buf[8] = {};
+  std::memcpy(buf, p, static_cast<size_t>(n) * sizeof(T));
+  return loadu(buf);
+}
+
+// ---- stores: float32 lanes -> storage type (round to nearest even)
+inline void storeu(float* p, VF a) { _mm256_storeu_ps(p, a.v); }
+inline void storeu(double* p, VD a) { _mm256_storeu_pd(p, a.v); }
+inline __m128i to_f16(VF a) { return _mm256_cvtps_ph(a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+inline __m128i to_bf16(VF a) {
+  // scalar: nan ? (u >> 16) | 0x40 : (u + 0x7fff + ((u >> 16) & 1)) >> 16
+  const __m256i u = _mm256_castps_si256(a.v);
+  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+  __m256i r = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), lsb), 16);
+  const __m256i qnan = _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40));
+  r = _mm256_blendv_epi8(r, qnan, _mm256_castps_si256(_mm256_cmp_ps(a.v, a.v, _CMP_UNORD_Q)));
+  return _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+}
+inline void storeu(f16* p, VF a) { _mm_storeu_si128(reinterpret_cast<__m128i*>(p), to_f16(a)); }
+inline void storeu(bf16* p, VF a) { _mm_storeu_si128(reinterpret_cast<__m128i*>(p), to_bf16(a)); }
+inline void store_tail(float* p, VF a, int64_t n) { _mm256_maskstore_ps(p, lane_mask32(n), a.v); }
+inline void store_tail(double* p, VD a, int64_t n) { _mm256_maskstore_pd(p, lane_mask64(n), a.v); }
+template <class T> inline void store_tail(T* p, VF a, int64_t n) {
+  T buf[8];
+  storeu(buf, a);
+  std::memcpy(p, buf, static_cast<size_t>(n) * sizeof(T));
+}
+
+// keep_first: lanes >= n set to zero.
+inline VF keep_first(VF a, int64_t n) { return {_mm256_and_ps(a.v, _mm256_castsi256_ps(lane_mask32(n)))}; }
+inline VD keep_first(VD a, int64_t n) { return {_mm256_and_pd(a.v, _mm256_castsi256_pd(lane_mask64(n)))}; }
+
+// Non-temporal store of a full vector; p is aligned to W * sizeof(T) bytes.
+inline void stream(float* p, VF a) { _mm256_stream_ps(p, a.v); }
+inline void stream(double* p, VD a) { _mm256_stream_pd(p, a.v); }
+inline void stream(f16* p, VF a) { _mm_stream_si128(reinterpret_cast<__m128i*>(p), to_f16(a)); }
+inline void stream(bf16* p, VF a) { _mm_stream_si128(reinterpret_cast<__m128i*>(p), to_bf16(a)); }
+inline void stream_fence() { _mm_sfence(); }
+
+}  // namespace nk::cpu::avx2

@@ -1,0 +1,74 @@
+// AVX-512 (F, BW, DQ, VL) vector API (16 floats / 8 doubles). Same names as vec_scalar.h.
+#pragma once
+#include <immintrin.h>
+
+#include <cstdint>
+
+#include "normkit/types.h"
+
+namespace nk::cpu::avx512 {
+
+struct VF { static constexpr int64_t W = 16; __m512 v; };
+struct VD { static constexpr int64_t W = 8; __m512d v; };
+
+inline VF operator+(VF a, VF b) { return {_mm512_add_ps(a.v, b.v)}; }
+inline VF operator-(VF a, VF b) { return {_mm512_sub_ps(a.v, b.v)}; }
+inline VF operator*(VF a, VF b) { return {_mm512_mul_ps(a.v, b.v)}; }
+inline VD operator+(VD a, VD b) { return {_mm512_add_pd(a.v, b.v)}; }
+inline VD operator-(VD a, VD b) { return {_mm512_sub_pd(a.v, b.v)}; }
+inline VD operator*(VD a, VD b) { return {_mm512_mul_pd(a.v, b.v)}; }
+inline VF fma(VF a, VF b, VF c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }  // a * b + c
+inline VD fma(VD a, VD b, VD c) { return {_mm512_fmadd_pd(a.v, b.v, c.v)}; }
+inline VF set1(float s) { return {_mm512_set1_ps(s)}; }
+inline VD set1(double s) { return {_mm512_set1_pd(s)}; }
+inline float reduce_add(VF a) { return _mm512_reduce_add_ps(a.v); }  // fixed shuffle tree
+inline double reduce_add(VD a) { return _mm512_reduce_add_pd(a.v); }
+
+inline __mmask16 mask16(int64_t n) { return static_cast<__mmask16>((1u << n) - 1u); }  // n < 16
+inline __mmask8 mask8(int64_t n) { return static_cast<__mmask8>((1u << n) - 1u); }     // n < 8
+
+// ---- loads: storage type -> float32 (or float64) lanes
+inline VF loadu(const float* p) { return {_mm512_loadu_ps(p)}; }
+inline VD loadu(const double* p) { return {_mm512_loadu_pd(p)}; }
+inline VF f16_lanes(__m256i h) { return {_mm512_cvtph_ps(h)}; }
+inline VF bf16_lanes(__m256i h) { return {_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16))}; }
+inline VF loadu(const f16* p) { return f16_lanes(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
+inline VF loadu(const bf16* p) { return bf16_lanes(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
+// load_tail / store_tail: the first n (< W) elements; loaded lanes past n are zero.
+inline VF load_tail(const float* p, int64_t n) { return {_mm512_maskz_loadu_ps(mask16(n), p)}; }
+inline VD load_tail(const double* p, int64_t n) { return {_mm512_maskz_loadu_pd(mask8(n), p)}; }
+inline VF load_tail(const f16* p, int64_t n) { return f16_lanes(_mm256_maskz_loadu_epi16(mask16(n), p)); }
+inline VF load_tail(const bf16* p, int64_t n) { return bf16_lanes(_mm256_maskz_loadu_epi16(mask16(n), p)); }
+
+// ---- stores: float32 lanes -> storage type (round to nearest even)
+inline __m256i to_f16(VF a) { return _mm512_cvtps_ph(a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+inline __m256i to_bf16(VF a) {
+  // scalar: nan ? (u >> 16) | 0x40 : (u + 0x7fff + ((u >> 16) & 1)) >> 16
+  const __m512i u = _mm512_castps_si512(a.v);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  __m512i r = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb), 16);
+  const __m512i qnan = _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
+  r = _mm512_mask_blend_epi32(_mm512_cmp_ps_mask(a.v, a.v, _CMP_UNORD_Q), r, qnan);
+  return _mm512_cvtepi32_epi16(r);
+}
+inline void storeu(float* p, VF a) { _mm512_storeu_ps(p, a.v); }
+inline void storeu(double* p, VD a) { _mm512_storeu_pd(p, a.v); }
+inline void storeu(f16* p, VF a) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), to_f16(a)); }
+inline void storeu(bf16* p, VF a) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), to_bf16(a)); }
+inline void store_tail(float* p, VF a, int64_t n) { _mm512_mask_storeu_ps(p, mask16(n), a.v); }
+inline void store_tail(double* p, VD a, int64_t n) { _mm512_mask_storeu_pd(p, mask8(n), a.v); }
+inline void store_tail(f16* p, VF a, int64_t n) { _mm256_mask_storeu_epi16(p, mask16(n), to_f16(a)); }
+inline void store_tail(bf16* p, VF a, int64_t n) { _mm256_mask_storeu_epi16(p, mask16(n), to_bf16(a)); }
+
+// keep_first: lanes >= n set to zero.
+inline VF keep_first(VF a, int64_t n) { return {_mm512_maskz_mov_ps(mask16(n), a.v)}; }
+inline VD keep_first(VD a, int64_t n) { return {_mm512_maskz_mov_pd(mask8(n), a.v)}; }
+
+// Non-temporal store of a full vector; p is aligned to W * sizeof(T) bytes.
+inline void stream(float* p, VF a) { _mm512_stream_ps(p, a.v); }
+inline void stream(double* p, VD a) { _mm512_stream_pd(p, a.v); }
+inline void stream(f16* p, VF a) { _mm256_stream_si256(reinterpret_cast<__m256i*>(p), to_f16(a)); }
+inline void stream(bf16* p, VF a) { _mm256_stream_si256(reinterpret_cast<__m256i*>(p), to_bf16(a)); }
+inline void stream_fence() { _mm_sfence(); }
+
+}  // namespace nk::cpu::avx512

@@ -1,0 +1,65 @@
+"""normkit: fast, deterministic normalization and regularization kernels for NumPy.
+
+Every op has a forward and a backward pass, runs on C++ SIMD kernels (the best ISA of this CPU,
+chosen at import) with OpenMP threads, and gives bitwise identical results for any thread count.
+"""
+
+from __future__ import annotations
+
+import warnings as _warnings
+
+import ml_dtypes as _ml_dtypes
+import numpy as _np
+
+from . import _core
+
+_core._set_bfloat16_dtype(_np.dtype(_ml_dtypes.bfloat16))
+if _core.isa_env_error():
+    _warnings.warn(_core.isa_env_error(), RuntimeWarning, stacklevel=2)
+
+from ._runtime import (  # noqa: E402
+    available_isas,
+    get_isa,
+    get_num_threads,
+    has_cuda,
+    set_isa,
+    set_num_threads,
+    show_config,
+)
+from .norm import (  # noqa: E402
+    add_layer_norm,
+    add_layer_norm_forward,
+    add_rms_norm,
+    add_rms_norm_forward,
+    layer_norm,
+    layer_norm_backward,
+    layer_norm_forward,
+    rms_norm,
+    rms_norm_backward,
+    rms_norm_forward,
+)
+
+__version__: str = _core.__version__
+bfloat16 = _ml_dtypes.bfloat16
+
+__all__ = [
+    "__version__",
+    "add_layer_norm",
+    "add_layer_norm_forward",
+    "add_rms_norm",
+    "add_rms_norm_forward",
+    "available_isas",
+    "bfloat16",
+    "get_isa",
+    "get_num_threads",
+    "has_cuda",
+    "layer_norm",
+    "layer_norm_backward",
+    "layer_norm_forward",
+    "rms_norm",
+    "rms_norm_backward",
+    "rms_norm_forward",
+    "set_isa",
+    "set_num_threads",
+    "show_config",
+]
