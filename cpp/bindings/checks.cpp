@@ -116,11 +116,13 @@ Rows rows_of(const py::array& a, int64_t axis) {
     }
     next_stride = a.strides(d) * a.shape(d);
   }
-  if (a.size() == 0) return {a, a.data(), expect / item};
+  int64_t row = 1;
+  for (int64_t d = axis; d < nd; ++d) row *= a.shape(d);
+  if (a.size() == 0) return {a, a.data(), row};
   if (ok) return {a, a.data(), ld};
   py::array c = numpy_fn("ascontiguousarray")(a);
   if (!is_aligned(c)) c = c.attr("copy")();
-  return {c, c.data(), expect / item};
+  return {c, c.data(), row};
 }
 
 static void byte_range(const py::array& a, intptr_t* lo, intptr_t* hi) {

@@ -1,0 +1,384 @@
+"""``python -m normkit bench``: time normkit against NumPy and PyTorch in one process.
+
+Every case is a memory-bound op on one shape and dtype. For each case the bench reports the
+median per-call time, the GB/s of the op's minimum traffic (each input read once, each output
+written once), that as a fraction of a copy bandwidth (``np.copyto``) measured in the same run on
+the same number of bytes, and the speed-ups over a vectorized NumPy float32 reference and over
+PyTorch (when installed). Cases live in a registry: a new op appends :class:`Case` entries.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+from dataclasses import dataclass, field
+from time import perf_counter
+from typing import Any, Callable, NamedTuple
+
+import ml_dtypes
+import numpy as np
+
+import normkit as nk
+
+try:
+    import torch
+    import torch.nn.functional as F
+except ImportError:
+    torch = None
+    F = None
+
+Runner = Callable[[int], float]  # runs the op n times and returns the elapsed seconds
+
+
+class Runners(NamedTuple):
+    """The timed implementations of one case, built on freshly allocated data."""
+
+    normkit: Runner
+    numpy: Runner
+    torch: Runner | None
+
+
+@dataclass
+class Case:
+    """One benchmark: an op on one shape and dtype.
+
+    ``setup`` allocates the inputs and returns the runners; ``traffic`` is the op's minimum
+    number of bytes moved; ``passes`` is how many copies of x that traffic is worth (the
+    copy-bound target is ``1.25 * passes * copy_time``).
+    """
+
+    op: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    traffic: int
+    passes: float
+    setup: Callable[[], Runners]
+    results: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def x_bytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+def _loop(fn: Callable[[], object]) -> Runner:
+    def run(n: int) -> float:
+        t0 = perf_counter()
+        for _ in range(n):
+            fn()
+        return perf_counter() - t0
+
+    return run
+
+
+def _to_torch(a: np.ndarray) -> Any:
+    if a.dtype == ml_dtypes.bfloat16:
+        return torch.from_numpy(a.view(np.uint16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
+
+
+# ---------------------------------------------------------------- row norms (LayerNorm, RMSNorm)
+
+
+def _np_row_norm_fwd(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, eps: float) -> np.ndarray:
+    x32 = x.astype(np.float32, copy=False)
+    if b is None:
+        rstd = 1.0 / np.sqrt(np.mean(x32 * x32, axis=-1, keepdims=True) + eps)
+        y = x32 * rstd * w
+    else:
+        xc = x32 - x32.mean(axis=-1, keepdims=True)
+        rstd = 1.0 / np.sqrt(np.mean(xc * xc, axis=-1, keepdims=True) + eps)
+        y = xc * rstd * w + b
+    return y.astype(x.dtype, copy=False)
+
+
+def _np_row_norm_bwd(
+    dy: np.ndarray, x: np.ndarray, mean: np.ndarray | None, rstd: np.ndarray, w: np.ndarray
+) -> tuple[np.ndarray, ...]:
+    x32, dy32, r = x.astype(np.float32, copy=False), dy.astype(np.float32, copy=False), rstd[:, None]
+    xhat = (x32 - mean[:, None]) * r if mean is not None else x32 * r
+    g = dy32 * w
+    c = np.mean(g * xhat, axis=-1, keepdims=True)
+    inner = g - xhat * c if mean is None else g - g.mean(axis=-1, keepdims=True) - xhat * c
+    dx = (r * inner).astype(x.dtype, copy=False)
+    return dx, (dy32 * xhat).sum(axis=0), dy32.sum(axis=0)
+
+
+def _row_norm_case(op: str, shape: tuple[int, int], dtype: np.dtype) -> Case:
+    rms, backward = op.startswith("rms"), op.endswith("backward")
+    M, N = shape
+    eps = 1e-6 if rms else 1e-5
+
+    def setup() -> Runners:
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal(shape, dtype=np.float32).astype(dtype)
+        w = rng.uniform(0.5, 1.5, N).astype(np.float32)
+        b = None if rms else rng.uniform(-0.5, 0.5, N).astype(np.float32)
+        if not backward:
+            y = np.empty_like(x)
+            if rms:
+                nk_fn = lambda: nk.rms_norm(x, w, eps=eps, out=y)
+            else:
+                nk_fn = lambda: nk.layer_norm(x, w, b, eps=eps, out=y)
+            runners = Runners(_loop(nk_fn), _loop(lambda: _np_row_norm_fwd(x, w, b, eps)), None)
+            if torch is not None:
+                xt, wt = _to_torch(x), _to_torch(w.astype(dtype))
+                bt = None if b is None else _to_torch(b.astype(dtype))
+
+                def t_fwd() -> Any:
+                    with torch.no_grad():
+                        return F.rms_norm(xt, (N,), wt, eps) if rms else F.layer_norm(xt, (N,), wt, bt, eps)
+
+                runners = runners._replace(torch=_loop(t_fwd))
+            return runners
+        dy = rng.standard_normal(shape, dtype=np.float32).astype(dtype)
+        dx = np.empty_like(x)
+        if rms:
+            _, rstd = nk.rms_norm_forward(x, w, eps=eps)
+            mean = None
+            nk_fn = lambda: nk.rms_norm_backward(dy, x, rstd, w, out=dx)
+        else:
+            _, mean, rstd = nk.layer_norm_forward(x, w, b, eps=eps)
+            nk_fn = lambda: nk.layer_norm_backward(dy, x, mean, rstd, w, out=dx)
+        runners = Runners(_loop(nk_fn), _loop(lambda: _np_row_norm_bwd(dy, x, mean, rstd, w)), None)
+        if torch is not None:
+            xt, dyt, wt = _to_torch(x), _to_torch(dy), _to_torch(w.astype(dtype))
+            bt = None if b is None else _to_torch(b.astype(dtype))
+
+            def graph() -> Any:  # fresh leaves, so every backward writes new gradients
+                xl, wl = xt.detach().requires_grad_(), wt.detach().requires_grad_()
+                if rms:
+                    return F.rms_norm(xl, (N,), wl, eps)
+                return F.layer_norm(xl, (N,), wl, bt.detach().requires_grad_(), eps)
+
+            def t_bwd(n: int) -> float:  # only the autograd backward is timed
+                ys = [graph() for _ in range(n)]
+                t0 = perf_counter()
+                for y in ys:
+                    y.backward(dyt)
+                return perf_counter() - t0
+
+            runners = runners._replace(torch=t_bwd)
+        return runners
+
+    elems = M * N * dtype.itemsize
+    return Case(op, shape, dtype, (3 if backward else 2) * elems, 1.5 if backward else 1.0, setup)
+
+
+F32, BF16 = np.dtype(np.float32), np.dtype(ml_dtypes.bfloat16)
+ROW_SHAPES: list[tuple[tuple[int, int], np.dtype, bool]] = [  # (shape, dtype, in --quick)
+    ((8, 64), F32, True),
+    ((4096, 1024), F32, True),
+    ((4096, 1024), BF16, True),
+    ((16384, 4096), F32, False),
+    ((2048, 16384), F32, False),
+]
+
+
+def cases(quick: bool) -> list[Case]:
+    """The registry: every benchmark case, in run order (``quick`` keeps the small shapes)."""
+    ops = ["layer_norm", "layer_norm_backward", "rms_norm", "rms_norm_backward"]
+    return [_row_norm_case(op, s, dt) for s, dt, q in ROW_SHAPES if q or not quick for op in ops]
+
+
+# ---------------------------------------------------------------- timing
+
+
+@dataclass
+class Plan:
+    """How long to time each implementation of a case."""
+
+    budget_s: float  # timed seconds per implementation (after calibration)
+    sample_s: float  # a sample is a batch of calls lasting about this long
+    min_samples: int
+    max_samples: int
+
+
+def measure(run: Runner, plan: Plan, min_samples: int | None = None) -> dict[str, Any]:
+    """Warm up, calibrate a batch size, then time samples of ``batch`` calls each.
+
+    Returns
+    -------
+    dict with ``median`` (seconds per call), ``batch`` and ``samples`` (seconds per call, one per
+    sample).
+    """
+    run(1)
+    per_call = max(run(1), 1e-9)
+    batch = max(1, int(plan.sample_s / per_call))
+    if batch > 1:
+        per_call = max(run(batch) / batch, 1e-9)
+        batch = max(1, int(plan.sample_s / per_call))
+    lo = plan.min_samples if min_samples is None else min_samples
+    n = min(plan.max_samples, max(lo, int(plan.budget_s / (per_call * batch))))
+    samples = [run(batch) / batch for _ in range(n)]
+    return {"median": statistics.median(samples), "batch": batch, "samples": samples}
+
+
+def measure_copy(nbytes: int, plan: Plan) -> dict[str, Any]:
+    """Median time of ``np.copyto`` between two float32 arrays of ``nbytes`` bytes."""
+    src = np.full(max(1, nbytes // 4), 1.0, dtype=np.float32)
+    dst = np.zeros_like(src)
+    res = measure(_loop(lambda: np.copyto(dst, src)), plan)
+    res["gbps"] = 2 * src.nbytes / res["median"] / 1e9
+    return res
+
+
+class Progress:
+    """A one-line progress bar on stderr (redrawn in place on a terminal)."""
+
+    def __init__(self, total: int, width: int = 30) -> None:
+        self.total, self.done, self.width = total, 0, width
+        self.tty = sys.stderr.isatty()
+
+    def step(self, label: str) -> None:
+        self.done += 1
+        fill = self.width * self.done // max(1, self.total)
+        line = f"[{'#' * fill}{'.' * (self.width - fill)}] {self.done}/{self.total} {label}"
+        sys.stderr.write(f"\r{line:<90}" if self.tty else line + "\n")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            sys.stderr.write("\n")
+
+
+# ---------------------------------------------------------------- report
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, core counts, library versions and the normkit runtime configuration."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "cpu": cpu,
+        "nproc": affinity,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "normkit": nk.__version__,
+        "isa": nk.get_isa(),
+        "threads": nk.get_num_threads(),
+        "torch": torch.__version__ if torch is not None else None,
+        "torch_threads": torch.get_num_threads() if torch is not None else None,
+    }
+
+
+def _fmt_time(s: float) -> str:
+    return f"{s * 1e6:.1f} µs" if s < 1e-3 else f"{s * 1e3:.2f} ms"
+
+
+def _finish(case: Case, copy: dict[str, Any]) -> None:
+    r = case.results
+    t, t_torch = r["normkit"]["median"], r["torch"]["median"] if r.get("torch") else None
+    r["gbps"] = case.traffic / t / 1e9
+    r["frac_copy"] = r["gbps"] / copy["gbps"]
+    r["numpy_speedup"] = r["numpy"]["median"] / t
+    r["torch_speedup"] = t_torch / t if t_torch else None
+    r["target_s"] = 1.25 * copy["median"] * case.passes
+    if t_torch is None:
+        ok, why = t <= r["target_s"], "copy-bound" if t <= r["target_s"] else "slow"
+    elif t > t_torch:
+        ok, why = False, "slower than torch"
+    else:
+        ok = t <= t_torch / 2 or t <= r["target_s"]
+        why = ("2x torch" if t <= t_torch / 2 else "copy-bound") if ok else "slow"
+    r["verdict"], r["verdict_reason"] = ("PASS" if ok else "FAIL"), why
+
+
+def print_table(info: dict[str, Any], cs: list[Case], copies: dict[int, dict[str, Any]]) -> None:
+    """Print the machine header and the aligned results table on stdout."""
+    print(f"machine: {info['cpu']}, nproc {info['nproc']}, python {info['python']}, numpy {info['numpy']}")
+    print(f"normkit {info['normkit']}: isa {info['isa']}, threads {info['threads']}")
+    print("torch: " + (f"{info['torch']}, threads {info['torch_threads']}" if info["torch"] else "not installed"))
+    bw = ", ".join(f"{b / 2**20:g} MiB {c['gbps']:.1f}" for b, c in sorted(copies.items()))
+    print(f"copy GB/s (np.copyto, by buffer size): {bw}")
+    print("rule: normkit <= torch/2 or <= 1.25 * copy time * passes (fwd 1, bwd 1.5), never slower than torch")
+    print()
+    head = ["op", "shape", "dtype", "normkit", "GB/s", "%copy", "target", "numpy x", "torch x", "verdict"]
+    rows = []
+    for c in cs:
+        r = c.results
+        rows.append([
+            c.op, "x".join(map(str, c.shape)), str(c.dtype), _fmt_time(r["normkit"]["median"]),
+            f"{r['gbps']:.1f}", f"{100 * r['frac_copy']:.0f}%", _fmt_time(r["target_s"]),
+            f"{r['numpy_speedup']:.1f}", f"{r['torch_speedup']:.2f}" if r["torch_speedup"] else "-",
+            f"{r['verdict']} ({r['verdict_reason']})",
+        ])
+    left = {0, 1, 2, 9}
+    widths = [max(len(str(row[i])) for row in [head, *rows]) for i in range(len(head))]
+    for row in [head, *rows]:
+        cells = [s.ljust(w) if i in left else s.rjust(w) for i, (s, w) in enumerate(zip(row, widths))]
+        print("  ".join(cells).rstrip())
+    fails = sum(c.results["verdict"] != "PASS" for c in cs)
+    print(f"\n{len(cs) - fails}/{len(cs)} cases pass; medians; x = speed-up of normkit over that library")
+
+
+def run(quick: bool = False, json_path: str | None = None, ops: str | None = None) -> int:
+    """Run the benchmark, print the table and optionally write the raw numbers as JSON.
+
+    Parameters
+    ----------
+    quick : bool
+        Only the small shapes, with fewer repeats (a few seconds).
+    json_path : str, optional
+        Also write machine info, every case's samples and derived numbers to this file.
+    ops : str, optional
+        Comma-separated op names or glob patterns (e.g. ``"layer_norm*"``); default all ops.
+
+    Returns
+    -------
+    int
+        Process exit status: 0, or 2 when ``ops`` selects nothing.
+    """
+    cs = cases(quick)
+    if ops:
+        pats = [p.strip() for p in ops.split(",") if p.strip()]
+        cs = [c for c in cs if any(fnmatch.fnmatchcase(c.op, p) for p in pats)]
+        if not cs:
+            names = sorted({c.op for c in cases(quick)})
+            print(f"--ops {ops!r} selects no op; known ops: {', '.join(names)}", file=sys.stderr)
+            return 2
+    if torch is not None:
+        nk.set_num_threads(torch.get_num_threads())
+    plan = Plan(0.25, 0.004, 5, 60) if quick else Plan(0.9, 0.02, 7, 100)
+    info = machine_info()
+    copies: dict[int, dict[str, Any]] = {}
+    impls = ["normkit", "numpy"] + (["torch"] if torch is not None else [])
+    bar = Progress(len({c.x_bytes for c in cs}) + len(cs) * len(impls))
+    for c in cs:
+        label = f"{c.op} {'x'.join(map(str, c.shape))} {c.dtype}"
+        if c.x_bytes not in copies:
+            copies[c.x_bytes] = measure_copy(c.x_bytes, plan)
+            bar.step(f"copy {c.x_bytes / 2**20:g} MiB")
+        runners = c.setup()
+        for name in impls:
+            # the NumPy reference is a far-off baseline: fewer samples on the big shapes
+            lo = min(plan.min_samples, 5) if name == "numpy" else None
+            c.results[name] = measure(getattr(runners, name), plan, lo)
+            bar.step(f"{label} {name}")
+        del runners
+        _finish(c, copies[c.x_bytes])
+    bar.close()
+    print_table(info, cs, copies)
+    if json_path:
+        doc = {
+            "machine": info,
+            "quick": quick,
+            "copy": {str(b): v for b, v in copies.items()},
+            "cases": [
+                {"op": c.op, "shape": list(c.shape), "dtype": str(c.dtype), "traffic_bytes": c.traffic,
+                 "passes": c.passes, "copy_bytes": c.x_bytes, **c.results}
+                for c in cs
+            ],
+        }
+        with open(json_path, "w") as f:
+            json.dump(doc, f, indent=1)
+    return 0
