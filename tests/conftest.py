@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import ml_dtypes
+import normkit as nk
 import numpy as np
 import pytest
-
-import normkit as nk
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
 DTYPES = [np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16), BF16]

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import threading
 
+import normkit as nk
 import numpy as np
 import pytest
 import reference as ref
 from conftest import BF16, DTYPE_IDS, DTYPES, LARGE_SHAPE, M_ODD, N_EDGES, WEIRD_SHAPES, assert_close, randn
-
-import normkit as nk
 
 F32 = np.dtype(np.float32)
 _PRECISION_ORDER = [np.dtype(np.float64), F32, np.dtype(np.float16), BF16]
@@ -136,8 +135,8 @@ def test_reference_backward_matches_finite_differences(rng):
 @pytest.mark.parametrize("n", [64, 1000, 4096])
 def test_large_mean_rows_keep_precision(isa, rng, n):
     x = (1e4 + rng.standard_normal((8, n))).astype(np.float32)
-    y, mean, rstd = nk.layer_norm_forward(x)
-    ry, rmean, rrstd = ref.layer_norm(x)
+    y, _mean, rstd = nk.layer_norm_forward(x)
+    ry, _rmean, rrstd = ref.layer_norm(x)
     assert np.isfinite(y).all()
     err = np.abs(y - ry).max()
     # The float32 input itself is only known to half an ulp of 1e4 (~4.9e-4) per value.
@@ -158,7 +157,7 @@ def test_constant_rows_equal_bias(isa, rng, dtype):
     assert np.isfinite(y.astype(np.float64)).all()
     np.testing.assert_array_equal(y, np.broadcast_to(b, y.shape))
     np.testing.assert_array_equal(mean, 3.25)
-    dx, dw, db = nk.layer_norm_backward(randn(rng, x.shape, dtype), x, mean, rstd, w)
+    dx, dw, _db = nk.layer_norm_backward(randn(rng, x.shape, dtype), x, mean, rstd, w)
     assert np.isfinite(dx.astype(np.float64)).all() and np.isfinite(dw.astype(np.float64)).all()
     z = np.zeros((3, 20), dtype=dtype)
     assert np.isfinite(nk.rms_norm(z).astype(np.float64)).all()
@@ -256,7 +255,7 @@ def test_out_and_in_place(isa, rng):
     # backward: dx into dy's buffer
     _, mean, rstd = nk.layer_norm_forward(x, w, b)
     dy = randn(rng, x.shape, F32)
-    dx, dw, db = nk.layer_norm_backward(dy, x, mean, rstd, w)
+    dx, _dw, _db = nk.layer_norm_backward(dy, x, mean, rstd, w)
     dy2 = dy.copy()
     got = nk.layer_norm_backward(dy2, x, mean, rstd, w, out=dy2)
     assert got[0] is dy2
@@ -284,7 +283,7 @@ def test_inputs_unmodified(isa, rng, dtype):
     x, r, dy = (randn(rng, (6, 45), dtype) for _ in range(3))
     w, b = params(rng, (45,), dtype)
     before = [a.copy() for a in (x, r, dy, w, b)]
-    y, mean, rstd = nk.layer_norm_forward(x, w, b)
+    _y, mean, rstd = nk.layer_norm_forward(x, w, b)
     s_mean, s_rstd = mean.copy(), rstd.copy()
     nk.layer_norm_backward(dy, x, mean, rstd, w)
     _, rs = nk.rms_norm_forward(x, w)
@@ -308,7 +307,7 @@ def test_add_variants_equal_unfused(isa, rng, dtype):
     y, h = nk.add_layer_norm(x, r, w, b)
     np.testing.assert_array_equal(h, h_expected)
     np.testing.assert_array_equal(y, nk.layer_norm(h, w, b))
-    y2, h2, mean, rstd = nk.add_layer_norm_forward(x, r, w, b)
+    y2, _h2, mean, rstd = nk.add_layer_norm_forward(x, r, w, b)
     np.testing.assert_array_equal(y2, y)
     _, m_ref, r_ref = nk.layer_norm_forward(h, w, b)
     np.testing.assert_array_equal(mean, m_ref)
@@ -316,7 +315,7 @@ def test_add_variants_equal_unfused(isa, rng, dtype):
     y, h = nk.add_rms_norm(x, r, w)
     np.testing.assert_array_equal(h, h_expected)
     np.testing.assert_array_equal(y, nk.rms_norm(h, w))
-    y3, h3, rs = nk.add_rms_norm_forward(x, r, w)
+    _y3, _h3, rs = nk.add_rms_norm_forward(x, r, w)
     np.testing.assert_array_equal(rs, nk.rms_norm_forward(h, w)[1])
 
 

@@ -17,7 +17,7 @@ _core._set_bfloat16_dtype(_np.dtype(_ml_dtypes.bfloat16))
 if _core.isa_env_error():
     _warnings.warn(_core.isa_env_error(), RuntimeWarning, stacklevel=2)
 
-from ._runtime import (  # noqa: E402
+from ._runtime import (
     available_isas,
     get_isa,
     get_num_threads,
@@ -26,7 +26,7 @@ from ._runtime import (  # noqa: E402
     set_num_threads,
     show_config,
 )
-from .norm import (  # noqa: E402
+from .norm import (
     add_layer_norm,
     add_layer_norm_forward,
     add_rms_norm,

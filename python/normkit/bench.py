@@ -105,7 +105,8 @@ def _np_row_norm_bwd(
     c = np.mean(g * xhat, axis=-1, keepdims=True)
     inner = g - xhat * c if mean is None else g - g.mean(axis=-1, keepdims=True) - xhat * c
     dx = (r * inner).astype(x.dtype, copy=False)
-    return dx, (dy32 * xhat).sum(axis=0), dy32.sum(axis=0)
+    dw = (dy32 * xhat).sum(axis=0)
+    return (dx, dw) if mean is None else (dx, dw, dy32.sum(axis=0))
 
 
 def _row_norm_case(op: str, shape: tuple[int, int], dtype: np.dtype) -> Case:
@@ -125,7 +126,7 @@ def _row_norm_case(op: str, shape: tuple[int, int], dtype: np.dtype) -> Case:
             else:
                 nk_fn = lambda: nk.layer_norm(x, w, b, eps=eps, out=y)
             runners = Runners(_loop(nk_fn), _loop(lambda: _np_row_norm_fwd(x, w, b, eps)), None)
-            if torch is not None:
+            if torch is not None:  # weights in x's dtype: torch's fused path for bf16 rms_norm
                 xt, wt = _to_torch(x), _to_torch(w.astype(dtype))
                 bt = None if b is None else _to_torch(b.astype(dtype))
 
@@ -198,50 +199,97 @@ class Plan:
     max_samples: int
 
 
-def measure(run: Runner, plan: Plan, min_samples: int | None = None) -> dict[str, Any]:
-    """Warm up, calibrate a batch size, then time samples of ``batch`` calls each.
+def _calibrate(run: Runner, sample_s: float) -> tuple[int, float]:
+    run(1)  # warm-up: first touch of outputs, lazy initialization
+    per_call = max(run(1), 1e-9)
+    batch = max(1, int(sample_s / per_call))
+    if batch > 1:
+        per_call = max(run(batch) / batch, 1e-9)
+        batch = max(1, int(sample_s / per_call))
+    return batch, per_call
+
+
+def measure(
+    runners: dict[str, Runner],
+    plan: Plan,
+    min_samples: dict[str, int] | None = None,
+    on_round: Callable[[float], None] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Time several implementations of one case, their samples interleaved round by round.
+
+    Each runner is warmed up and given a batch size (calls per sample, so that a sample lasts
+    about ``plan.sample_s``); then every round takes one sample of each runner, so that a burst
+    of background load hits all of them alike.
+
+    Parameters
+    ----------
+    runners : dict of name -> Runner
+    plan : Plan
+    min_samples : dict of name -> int, optional; overrides ``plan.min_samples`` per runner
+    on_round : callable taking the fraction done, optional (progress reporting)
 
     Returns
     -------
-    dict with ``median`` (seconds per call), ``batch`` and ``samples`` (seconds per call, one per
-    sample).
+    dict of name -> ``{"median": s, "batch": calls per sample, "samples": [s per call, ...]}``
     """
-    run(1)
-    per_call = max(run(1), 1e-9)
-    batch = max(1, int(plan.sample_s / per_call))
-    if batch > 1:
-        per_call = max(run(batch) / batch, 1e-9)
-        batch = max(1, int(plan.sample_s / per_call))
-    lo = plan.min_samples if min_samples is None else min_samples
-    n = min(plan.max_samples, max(lo, int(plan.budget_s / (per_call * batch))))
-    samples = [run(batch) / batch for _ in range(n)]
-    return {"median": statistics.median(samples), "batch": batch, "samples": samples}
+    cal = {k: _calibrate(r, plan.sample_s) for k, r in runners.items()}
+    count = {}
+    for k, (batch, per_call) in cal.items():
+        lo = (min_samples or {}).get(k, plan.min_samples)
+        count[k] = min(plan.max_samples, max(lo, int(plan.budget_s / (per_call * batch))))
+    samples: dict[str, list[float]] = {k: [] for k in runners}
+    rounds = max(count.values())
+    for i in range(rounds):
+        for k, run in runners.items():
+            if i < count[k]:
+                samples[k].append(run(cal[k][0]) / cal[k][0])
+        if on_round is not None:
+            on_round((i + 1) / rounds)
+    return {k: {"median": statistics.median(v), "batch": cal[k][0], "samples": v} for k, v in samples.items()}
 
 
-def measure_copy(nbytes: int, plan: Plan) -> dict[str, Any]:
-    """Median time of ``np.copyto`` between two float32 arrays of ``nbytes`` bytes."""
+def _copy_runner(nbytes: int) -> Runner:
     src = np.full(max(1, nbytes // 4), 1.0, dtype=np.float32)
     dst = np.zeros_like(src)
-    res = measure(_loop(lambda: np.copyto(dst, src)), plan)
-    res["gbps"] = 2 * src.nbytes / res["median"] / 1e9
-    return res
+    return _loop(lambda: np.copyto(dst, src))
+
+
+def _cpu_clock() -> tuple[float, float, float] | None:
+    """(busy seconds of all CPUs, CPU seconds of this process, wall seconds), or None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(t) for t in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    t = os.times()
+    busy = (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait; steal counts
+    return busy, t.user + t.system, perf_counter()
+
+
+def _background_cores(t0: tuple[float, float, float] | None) -> float | None:
+    t1 = _cpu_clock()
+    if t0 is None or t1 is None or t1[2] <= t0[2]:
+        return None
+    return max(0.0, ((t1[0] - t0[0]) - (t1[1] - t0[1])) / (t1[2] - t0[2]))
 
 
 class Progress:
-    """A one-line progress bar on stderr (redrawn in place on a terminal)."""
+    """A progress bar on stderr: redrawn in place on a terminal, one line per step otherwise."""
 
     def __init__(self, total: int, width: int = 30) -> None:
-        self.total, self.done, self.width = total, 0, width
-        self.tty = sys.stderr.isatty()
+        self.total, self.width, self.tty, self.last = total, width, sys.stderr.isatty(), ""
 
-    def step(self, label: str) -> None:
-        self.done += 1
-        fill = self.width * self.done // max(1, self.total)
-        line = f"[{'#' * fill}{'.' * (self.width - fill)}] {self.done}/{self.total} {label}"
-        sys.stderr.write(f"\r{line:<90}" if self.tty else line + "\n")
+    def update(self, done: float, label: str) -> None:
+        if not self.tty and label == self.last:
+            return
+        self.last = label
+        fill = int(self.width * done / max(1, self.total))
+        line = f"[{'#' * fill}{'.' * (self.width - fill)}] {int(done)}/{self.total} {label}"
+        sys.stderr.write(f"\r{line:<100}" if self.tty else line + "\n")
         sys.stderr.flush()
 
     def close(self) -> None:
+        self.update(self.total, "done")
         if self.tty:
             sys.stderr.write("\n")
 
@@ -275,14 +323,19 @@ def _fmt_time(s: float) -> str:
     return f"{s * 1e6:.1f} µs" if s < 1e-3 else f"{s * 1e3:.2f} ms"
 
 
-def _finish(case: Case, copy: dict[str, Any]) -> None:
+def _fmt_bytes(n: int) -> str:
+    return f"{n / 2**20:g} MiB" if n >= 2**20 else f"{n / 2**10:g} KiB"
+
+
+def _finish(case: Case) -> None:
     r = case.results
     t, t_torch = r["normkit"]["median"], r["torch"]["median"] if r.get("torch") else None
+    r["copy"]["gbps"] = 2 * case.x_bytes / r["copy"]["median"] / 1e9
     r["gbps"] = case.traffic / t / 1e9
-    r["frac_copy"] = r["gbps"] / copy["gbps"]
+    r["frac_copy"] = r["gbps"] / r["copy"]["gbps"]
     r["numpy_speedup"] = r["numpy"]["median"] / t
     r["torch_speedup"] = t_torch / t if t_torch else None
-    r["target_s"] = 1.25 * copy["median"] * case.passes
+    r["target_s"] = 1.25 * r["copy"]["median"] * case.passes
     if t_torch is None:
         ok, why = t <= r["target_s"], "copy-bound" if t <= r["target_s"] else "slow"
     elif t > t_torch:
@@ -293,32 +346,42 @@ def _finish(case: Case, copy: dict[str, Any]) -> None:
     r["verdict"], r["verdict_reason"] = ("PASS" if ok else "FAIL"), why
 
 
-def print_table(info: dict[str, Any], cs: list[Case], copies: dict[int, dict[str, Any]]) -> None:
+_HEAD = ("op", "shape", "dtype", "normkit", "GB/s", "%copy", "target", "numpy x", "torch x", "bg", "verdict")
+
+
+def _table_row(c: Case) -> list[str]:
+    r, bg = c.results, c.results["background_cores"]
+    return [
+        c.op, "x".join(map(str, c.shape)), str(c.dtype), _fmt_time(r["normkit"]["median"]),
+        f"{r['gbps']:.1f}", f"{100 * r['frac_copy']:.0f}%", _fmt_time(r["target_s"]),
+        f"{r['numpy_speedup']:.1f}", f"{r['torch_speedup']:.2f}" if r["torch_speedup"] else "-",
+        "-" if bg is None else f"{bg:.1f}", f"{r['verdict']} ({r['verdict_reason']})",
+    ]  # fmt: skip
+
+
+def print_table(info: dict[str, Any], cs: list[Case]) -> None:
     """Print the machine header and the aligned results table on stdout."""
     print(f"machine: {info['cpu']}, nproc {info['nproc']}, python {info['python']}, numpy {info['numpy']}")
     print(f"normkit {info['normkit']}: isa {info['isa']}, threads {info['threads']}")
-    print("torch: " + (f"{info['torch']}, threads {info['torch_threads']}" if info["torch"] else "not installed"))
-    bw = ", ".join(f"{b / 2**20:g} MiB {c['gbps']:.1f}" for b, c in sorted(copies.items()))
-    print(f"copy GB/s (np.copyto, by buffer size): {bw}")
-    print("rule: normkit <= torch/2 or <= 1.25 * copy time * passes (fwd 1, bwd 1.5), never slower than torch")
+    torch_info = f"{info['torch']}, threads {info['torch_threads']}" if info["torch"] else "not installed"
+    print(f"torch: {torch_info}")
+    sizes = sorted({c.x_bytes for c in cs})
+    bw = [statistics.median(c.results["copy"]["gbps"] for c in cs if c.x_bytes == n) for n in sizes]
+    print(
+        "copy GB/s (np.copyto, single-threaded): "
+        + ", ".join(f"{_fmt_bytes(n)} {g:.1f}" for n, g in zip(sizes, bw))
+    )
+    print("rule: normkit <= torch/2 or <= target = 1.25 * copy time * passes (fwd 1, bwd 1.5); never slower")
+    print("than torch. bg: CPU cores busy with other processes meanwhile (> 0.2: noisy timings)")
     print()
-    head = ["op", "shape", "dtype", "normkit", "GB/s", "%copy", "target", "numpy x", "torch x", "verdict"]
-    rows = []
-    for c in cs:
-        r = c.results
-        rows.append([
-            c.op, "x".join(map(str, c.shape)), str(c.dtype), _fmt_time(r["normkit"]["median"]),
-            f"{r['gbps']:.1f}", f"{100 * r['frac_copy']:.0f}%", _fmt_time(r["target_s"]),
-            f"{r['numpy_speedup']:.1f}", f"{r['torch_speedup']:.2f}" if r["torch_speedup"] else "-",
-            f"{r['verdict']} ({r['verdict_reason']})",
-        ])
-    left = {0, 1, 2, 9}
-    widths = [max(len(str(row[i])) for row in [head, *rows]) for i in range(len(head))]
+    head, rows = list(_HEAD), [_table_row(c) for c in cs]
+    left = {0, 1, 2, 10}
+    widths = [max(len(row[i]) for row in [head, *rows]) for i in range(len(head))]
     for row in [head, *rows]:
         cells = [s.ljust(w) if i in left else s.rjust(w) for i, (s, w) in enumerate(zip(row, widths))]
         print("  ".join(cells).rstrip())
-    fails = sum(c.results["verdict"] != "PASS" for c in cs)
-    print(f"\n{len(cs) - fails}/{len(cs)} cases pass; medians; x = speed-up of normkit over that library")
+    passed = sum(c.results["verdict"] == "PASS" for c in cs)
+    print(f"\n{passed}/{len(cs)} cases pass. Medians; x = speed-up of normkit over that library.")
 
 
 def run(quick: bool = False, json_path: str | None = None, ops: str | None = None) -> int:
@@ -348,34 +411,39 @@ def run(quick: bool = False, json_path: str | None = None, ops: str | None = Non
             return 2
     if torch is not None:
         nk.set_num_threads(torch.get_num_threads())
-    plan = Plan(0.25, 0.004, 5, 60) if quick else Plan(0.9, 0.02, 7, 100)
+    plan = Plan(0.25, 0.004, 5, 60) if quick else Plan(0.8, 0.02, 7, 100)
     info = machine_info()
-    copies: dict[int, dict[str, Any]] = {}
-    impls = ["normkit", "numpy"] + (["torch"] if torch is not None else [])
-    bar = Progress(len({c.x_bytes for c in cs}) + len(cs) * len(impls))
-    for c in cs:
+    bar = Progress(len(cs))
+    for i, c in enumerate(cs):
         label = f"{c.op} {'x'.join(map(str, c.shape))} {c.dtype}"
-        if c.x_bytes not in copies:
-            copies[c.x_bytes] = measure_copy(c.x_bytes, plan)
-            bar.step(f"copy {c.x_bytes / 2**20:g} MiB")
+        bar.update(i, label)
+        clock = _cpu_clock()
         runners = c.setup()
-        for name in impls:
-            # the NumPy reference is a far-off baseline: fewer samples on the big shapes
-            lo = min(plan.min_samples, 5) if name == "numpy" else None
-            c.results[name] = measure(getattr(runners, name), plan, lo)
-            bar.step(f"{label} {name}")
-        del runners
-        _finish(c, copies[c.x_bytes])
+        timed = {"copy": _copy_runner(c.x_bytes), "normkit": runners.normkit, "numpy": runners.numpy}
+        if runners.torch is not None:
+            timed["torch"] = runners.torch
+        # the NumPy reference is a far-off baseline: fewer samples when it is slow
+        c.results.update(measure(timed, plan, {"numpy": 5}, lambda f, i=i, lb=label: bar.update(i + f, lb)))
+        c.results["background_cores"] = _background_cores(clock)
+        del runners, timed
+        _finish(c)
     bar.close()
-    print_table(info, cs, copies)
+    print_table(info, cs)
     if json_path:
         doc = {
             "machine": info,
             "quick": quick,
-            "copy": {str(b): v for b, v in copies.items()},
+            "plan": vars(plan),
             "cases": [
-                {"op": c.op, "shape": list(c.shape), "dtype": str(c.dtype), "traffic_bytes": c.traffic,
-                 "passes": c.passes, "copy_bytes": c.x_bytes, **c.results}
+                {
+                    "op": c.op,
+                    "shape": list(c.shape),
+                    "dtype": str(c.dtype),
+                    "traffic_bytes": c.traffic,
+                    "passes": c.passes,
+                    "copy_bytes": c.x_bytes,
+                    **c.results,
+                }
                 for c in cs
             ],
         }

@@ -8,8 +8,6 @@ float64 input).
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 
 from . import _core
@@ -21,12 +19,12 @@ _bwd = _core.row_norm_backward
 
 def layer_norm(
     x: Array,
-    weight: Optional[Array] = None,
-    bias: Optional[Array] = None,
+    weight: Array | None = None,
+    bias: Array | None = None,
     *,
     axis: int = -1,
     eps: float = 1e-5,
-    out: Optional[Array] = None,
+    out: Array | None = None,
 ) -> Array:
     """Layer normalization over ``x.shape[axis:]``.
 
@@ -49,12 +47,12 @@ def layer_norm(
 
 def layer_norm_forward(
     x: Array,
-    weight: Optional[Array] = None,
-    bias: Optional[Array] = None,
+    weight: Array | None = None,
+    bias: Array | None = None,
     *,
     axis: int = -1,
     eps: float = 1e-5,
-    out: Optional[Array] = None,
+    out: Array | None = None,
 ) -> tuple[Array, Array, Array]:
     """:func:`layer_norm` that also returns the statistics the backward needs.
 
@@ -72,10 +70,10 @@ def layer_norm_backward(
     x: Array,
     mean: Array,
     rstd: Array,
-    weight: Optional[Array] = None,
+    weight: Array | None = None,
     *,
     axis: int = -1,
-    out: Optional[Array] = None,
+    out: Array | None = None,
 ) -> tuple[Array, Array, Array]:
     """Gradients of :func:`layer_norm`.
 
@@ -102,11 +100,11 @@ def layer_norm_backward(
 
 def rms_norm(
     x: Array,
-    weight: Optional[Array] = None,
+    weight: Array | None = None,
     *,
     axis: int = -1,
     eps: float = 1e-6,
-    out: Optional[Array] = None,
+    out: Array | None = None,
 ) -> Array:
     """RMS normalization over ``x.shape[axis:]``: ``y = x / sqrt(mean(x**2) + eps) * weight``.
 
@@ -117,11 +115,11 @@ def rms_norm(
 
 def rms_norm_forward(
     x: Array,
-    weight: Optional[Array] = None,
+    weight: Array | None = None,
     *,
     axis: int = -1,
     eps: float = 1e-6,
-    out: Optional[Array] = None,
+    out: Array | None = None,
 ) -> tuple[Array, Array]:
     """:func:`rms_norm` that also returns ``rstd = 1 / sqrt(mean(x**2) + eps)`` (shape
     ``x.shape[:axis]``)."""
@@ -132,10 +130,10 @@ def rms_norm_backward(
     dy: Array,
     x: Array,
     rstd: Array,
-    weight: Optional[Array] = None,
+    weight: Array | None = None,
     *,
     axis: int = -1,
-    out: Optional[Array] = None,
+    out: Array | None = None,
 ) -> tuple[Array, Array]:
     """Gradients of :func:`rms_norm`: with ``xhat = x * rstd``, ``g = dy * weight``,
     ``dx = rstd * (g - xhat * mean(g * xhat))`` and ``dweight = sum(dy * xhat)`` over the rows.
@@ -148,8 +146,8 @@ def rms_norm_backward(
 def add_layer_norm(
     x: Array,
     residual: Array,
-    weight: Optional[Array] = None,
-    bias: Optional[Array] = None,
+    weight: Array | None = None,
+    bias: Array | None = None,
     *,
     axis: int = -1,
     eps: float = 1e-5,
@@ -166,8 +164,8 @@ def add_layer_norm(
 def add_layer_norm_forward(
     x: Array,
     residual: Array,
-    weight: Optional[Array] = None,
-    bias: Optional[Array] = None,
+    weight: Array | None = None,
+    bias: Array | None = None,
     *,
     axis: int = -1,
     eps: float = 1e-5,
@@ -179,7 +177,7 @@ def add_layer_norm_forward(
 def add_rms_norm(
     x: Array,
     residual: Array,
-    weight: Optional[Array] = None,
+    weight: Array | None = None,
     *,
     axis: int = -1,
     eps: float = 1e-6,
@@ -191,7 +189,7 @@ def add_rms_norm(
 def add_rms_norm_forward(
     x: Array,
     residual: Array,
-    weight: Optional[Array] = None,
+    weight: Array | None = None,
     *,
     axis: int = -1,
     eps: float = 1e-6,
