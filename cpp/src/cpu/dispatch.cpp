@@ -1,7 +1,7 @@
 // Runtime ISA dispatch and thread control. Compiled once, with baseline flags.
 //
-// Each ISA's kernels live in their own namespace (nk::cpu::scalar, ::avx2, ::avx512), compiled
-// from the same sources with that ISA's flags. At load time the best ISA the CPU supports is
+// Each ISA's kernels live in their own namespace (nk::cpu::scalar, ::avx2, ::avx512,
+// ::avx512_bf16), compiled from the same sources with that ISA's flags. At load time the best ISA the CPU supports is
 // chosen (or the one named by NORMKIT_ISA); nk::<kernel>() forwards through its table.
 #include <omp.h>
 
@@ -35,6 +35,9 @@ struct KernelTable {
 #define NK_TABLE_ISA avx512
 #include "isa_table.inc"
 #undef NK_TABLE_ISA
+#define NK_TABLE_ISA avx512_bf16
+#include "isa_table.inc"
+#undef NK_TABLE_ISA
 #endif
 
 namespace nk::cpu {
@@ -56,10 +59,11 @@ std::vector<Isa> detect() {
                   __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")});
 #endif
 #if defined(NK_HAVE_AVX512)
-  isas.push_back({"avx512", &avx512::table,
-                  __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+  const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                       __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
-                      __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")});
+                      __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  isas.push_back({"avx512", &avx512::table, avx512});
+  isas.push_back({"avx512_bf16", &avx512_bf16::table, avx512 && __builtin_cpu_supports("avx512bf16")});
 #endif
   std::vector<Isa> usable;
   for (const Isa& isa : isas)

@@ -14,7 +14,8 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <vector>
+#include <cstdlib>
+#include <new>
 
 namespace nk::cpu {
 int kernel_threads();  // runtime.cpp: threads a kernel may use (>= 1)
@@ -25,10 +26,12 @@ namespace nk::cpu::par {
 // Below this many elements of work a kernel runs on the calling thread (fork/join costs more).
 static constexpr int64_t kMinParallelWork = int64_t{1} << 15;
 
-// Calls f(begin, end) on contiguous, disjoint ranges covering [0, n).
+// Calls f(begin, end) on contiguous, disjoint ranges covering [0, n), on at most `max_threads`
+// OpenMP threads (omp_get_thread_num() < max_threads inside f, so per-thread buffers sized by
+// max_threads are safe).
 template <class F>
-static inline void parallel_ranges(int64_t n, int64_t work, F&& f) {
-  const int nt = (work >= kMinParallelWork && n > 1) ? static_cast<int>(std::min<int64_t>(kernel_threads(), n)) : 1;
+static inline void parallel_ranges(int max_threads, int64_t n, int64_t work, F&& f) {
+  const int nt = (work >= kMinParallelWork && n > 1) ? static_cast<int>(std::min<int64_t>(max_threads, n)) : 1;
   if (nt <= 1) {
     if (n > 0) f(int64_t{0}, n);
     return;
@@ -57,12 +60,33 @@ static inline RowChunks row_chunks(int64_t M, int64_t N) {
   return {rows, (M + rows - 1) / rows};
 }
 
-// Scratch memory reused across calls of the calling thread (avoids page faults per call).
+// 64-byte aligned scratch memory of the calling thread, reused across calls (no page faults per
+// call). `slot` separates buffers needed at the same time. Throws std::bad_alloc; call it before
+// entering a parallel region.
+static constexpr int64_t kScratchSlots = 4;
 template <class A>
-static inline A* scratch(int64_t n) {
-  thread_local std::vector<A> buf;
-  if (static_cast<int64_t>(buf.size()) < n) buf.resize(static_cast<size_t>(n));
-  return buf.data();
+static inline A* scratch(int slot, int64_t n) {
+  struct Buf {
+    A* p = nullptr;
+    int64_t n = 0;
+    ~Buf() { std::free(p); }
+  };
+  thread_local Buf bufs[kScratchSlots];
+  Buf& b = bufs[slot];
+  if (b.n < n) {
+    std::free(b.p);
+    b.p = nullptr;
+    b.n = 0;
+    const size_t bytes = (static_cast<size_t>(n) * sizeof(A) + 63) / 64 * 64;
+    b.p = static_cast<A*>(std::aligned_alloc(64, bytes));
+    if (!b.p) throw std::bad_alloc();
+    b.n = n;
+  }
+  return b.p;
 }
+
+// Elements in a 64-byte line of A, and n rounded up to whole lines (row strides of buffers).
+template <class A> static constexpr int64_t kLine = 64 / static_cast<int64_t>(sizeof(A));
+template <class A> static inline int64_t padded(int64_t n) { return (n + kLine<A>) / kLine<A> * kLine<A>; }
 
 }  // namespace nk::cpu::par

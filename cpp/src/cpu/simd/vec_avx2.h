@@ -7,7 +7,7 @@
 
 #include "normkit/types.h"
 
-namespace nk::cpu::avx2 {
+namespace nk::cpu::NK_ISA {  // this ISA's namespace: never linked with another ISA's
 
 struct VF { static constexpr int64_t W = 8; __m256 v; };
 struct VD { static constexpr int64_t W = 4; __m256d v; };
@@ -93,4 +93,4 @@ inline void stream(f16* p, VF a) { _mm_stream_si128(reinterpret_cast<__m128i*>(p
 inline void stream(bf16* p, VF a) { _mm_stream_si128(reinterpret_cast<__m128i*>(p), to_bf16(a)); }
 inline void stream_fence() { _mm_sfence(); }
 
-}  // namespace nk::cpu::avx2
+}  // namespace nk::cpu::NK_ISA

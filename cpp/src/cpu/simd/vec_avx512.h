@@ -1,4 +1,6 @@
 // AVX-512 (F, BW, DQ, VL) vector API (16 floats / 8 doubles). Same names as vec_scalar.h.
+// Also compiled as the avx512_bf16 ISA (-mavx512bf16): float32 -> bfloat16 then takes one
+// VCVTNEPS2BF16 (round to nearest even; float32 subnormal inputs give zero).
 #pragma once
 #include <immintrin.h>
 
@@ -6,7 +8,7 @@
 
 #include "normkit/types.h"
 
-namespace nk::cpu::avx512 {
+namespace nk::cpu::NK_ISA {  // this ISA's namespace: never linked with another ISA's
 
 struct VF { static constexpr int64_t W = 16; __m512 v; };
 struct VD { static constexpr int64_t W = 8; __m512d v; };
@@ -43,6 +45,9 @@ inline VF load_tail(const bf16* p, int64_t n) { return bf16_lanes(_mm256_maskz_l
 // ---- stores: float32 lanes -> storage type (round to nearest even)
 inline __m256i to_f16(VF a) { return _mm512_cvtps_ph(a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
 inline __m256i to_bf16(VF a) {
+#if defined(__AVX512BF16__)
+  return reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(a.v));
+#else
   // scalar: nan ? (u >> 16) | 0x40 : (u + 0x7fff + ((u >> 16) & 1)) >> 16
   const __m512i u = _mm512_castps_si512(a.v);
   const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
@@ -50,6 +55,7 @@ inline __m256i to_bf16(VF a) {
   const __m512i qnan = _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
   r = _mm512_mask_blend_epi32(_mm512_cmp_ps_mask(a.v, a.v, _CMP_UNORD_Q), r, qnan);
   return _mm512_cvtepi32_epi16(r);
+#endif
 }
 inline void storeu(float* p, VF a) { _mm512_storeu_ps(p, a.v); }
 inline void storeu(double* p, VD a) { _mm512_storeu_pd(p, a.v); }
@@ -71,4 +77,4 @@ inline void stream(f16* p, VF a) { _mm256_stream_si256(reinterpret_cast<__m256i*
 inline void stream(bf16* p, VF a) { _mm256_stream_si256(reinterpret_cast<__m256i*>(p), to_bf16(a)); }
 inline void stream_fence() { _mm_sfence(); }
 
-}  // namespace nk::cpu::avx512
+}  // namespace nk::cpu::NK_ISA

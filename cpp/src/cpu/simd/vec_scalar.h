@@ -8,7 +8,7 @@
 #include "normkit/types.h"
 #include "half.h"
 
-namespace nk::cpu::scalar {
+namespace nk::cpu::NK_ISA {  // this ISA's namespace: never linked with another ISA's
 
 struct VF { static constexpr int64_t W = 8;  float v[W]; };
 struct VD { static constexpr int64_t W = 4;  double v[W]; };
@@ -67,4 +67,4 @@ template <class V> inline V keep_first(V a, int64_t n) { for (int64_t i = n; i <
 template <class T, class V> inline void stream(T* p, const V& a) { storeu(p, a); }
 inline void stream_fence() {}
 
-}  // namespace nk::cpu::scalar
+}  // namespace nk::cpu::NK_ISA
