@@ -4,8 +4,10 @@
 // ::avx512_bf16), compiled from the same sources with that ISA's flags. At load time the best ISA the CPU supports is
 // chosen (or the one named by NORMKIT_ISA); nk::<kernel>() forwards through its table.
 #include <omp.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -94,6 +96,28 @@ State& state() {
 const KernelTable& active() { return *state().isas[static_cast<size_t>(state().current.load())].table; }
 
 }  // namespace
+
+// Last-level cache of this CPU: sysfs (the cache this core shares), else sysconf, else 32 MiB.
+// (glibc's sysconf may report the whole package's L3, several times what one core can use.)
+int64_t last_level_cache_bytes() {
+  static const int64_t bytes = [] {
+    for (const char* index : {"index3", "index2"}) {
+      const std::string path = std::string("/sys/devices/system/cpu/cpu0/cache/") + index + "/size";
+      if (FILE* f = std::fopen(path.c_str(), "r")) {
+        long kib = 0;
+        const int got = std::fscanf(f, "%ldK", &kib);
+        std::fclose(f);
+        if (got == 1 && kib > 0) return static_cast<int64_t>(kib) << 10;
+      }
+    }
+    long l3 = -1;
+#if defined(_SC_LEVEL3_CACHE_SIZE)
+    l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
+#endif
+    return l3 > 0 ? static_cast<int64_t>(l3) : int64_t{32} << 20;
+  }();
+  return bytes;
+}
 
 int kernel_threads() {
   const int omp = omp_get_max_threads();

@@ -26,8 +26,11 @@ template <> struct AccOf<double> { using type = double; };
 template <class T> using Acc = typename AccOf<T>::type;
 template <class T> using VecOf = decltype(loadu(static_cast<const T*>(nullptr)));
 
-// Outputs larger than this go around the cache with non-temporal stores.
-constexpr int64_t kStreamBytes = int64_t{24} << 20;
+// Non-temporal stores when everything the call touches cannot stay in the last-level cache:
+// the output then goes straight to memory instead of evicting the inputs.
+inline bool use_streaming(int64_t tensors, int64_t elems, int64_t elem_bytes) {
+  return tensors * elems * elem_bytes > last_level_cache_bytes();
+}
 
 // Elements [j, j + n) of p, n <= W (lanes past n are zero) / stores of the first n lanes.
 template <class T> inline VecOf<T> load_n(const T* p, int64_t j, int64_t n) {
@@ -132,16 +135,16 @@ void fwd_rows(const RowNormFwdArgs& a, const Acc<T>* w, const Acc<T>* b, Acc<T>*
       // var = sum(d^2)/N - (sum(d)/N)^2 with d = x - m0; the mean is refined to m0 + sum(d)/N.
       mean_hi = sum * inv_n;
       const V m0 = set1(mean_hi);
-      V sd[2] = {set1(A(0)), set1(A(0))}, sq[2] = {set1(A(0)), set1(A(0))};
+      V sd[4] = {set1(A(0)), set1(A(0)), set1(A(0)), set1(A(0))}, sq[4] = {sd[0], sd[0], sd[0], sd[0]};
       for_vectors<W>(N, [&](int64_t j, int64_t n, int k) {
         prefetch(next, j);
         V d = loadu(rb + j) - m0;  // scalar: d = x - m0; sd += d; sq += d * d
         if (n < W) d = keep_first(d, n);
-        sd[k & 1] = sd[k & 1] + d;
-        sq[k & 1] = fma(d, d, sq[k & 1]);
+        sd[k] = sd[k] + d;
+        sq[k] = fma(d, d, sq[k]);
       });
-      mean_lo = reduce_add(sd[0] + sd[1]) * inv_n;
-      A var = reduce_add(sq[0] + sq[1]) * inv_n - mean_lo * mean_lo;
+      mean_lo = reduce_add((sd[0] + sd[1]) + (sd[2] + sd[3])) * inv_n;
+      A var = reduce_add((sq[0] + sq[1]) + (sq[2] + sq[3])) * inv_n - mean_lo * mean_lo;
       var = var > A(0) ? var : A(0);
       rstd = A(1) / std::sqrt(var + eps);
     }
@@ -168,7 +171,7 @@ template <bool RMS, class T> void fwd_impl(const RowNormFwdArgs& a) {
   const A* w = param<A>(a.weight, A(1), tmp, N);
   const A* b = param<A>(a.bias, A(0), tmp + P, N);
   A* rows = par::scratch<A>(1, nt * P);
-  const bool streaming = M * N * static_cast<int64_t>(sizeof(T)) >= kStreamBytes;
+  const bool streaming = use_streaming(a.res ? 4 : 2, M * N, sizeof(T));  // x[, res, h], y
   par::parallel_ranges(nt, M, M * N, [&](int64_t r0, int64_t r1) {
     fwd_rows<RMS, T>(a, w, b, rows + omp_get_thread_num() * P, r0, r1, streaming);
   });
@@ -191,7 +194,7 @@ void bwd_rows(const RowNormBwdArgs& a, const Acc<T>* w, Acc<T>* xb, Acc<T>* gb, 
     const V vm = set1(RMS ? A(0) : static_cast<const A*>(a.mean)[i]), vr = set1(rstd);
     // Pass 1 (from memory): row sums of g = dy * w and g * xhat; chunk partials of dy * xhat
     // and dy; xhat and g kept in buffers. Lanes past n have dy = 0 and add nothing.
-    V sg[2] = {set1(A(0)), set1(A(0))}, sgx[2] = {set1(A(0)), set1(A(0))};
+    V sg[4] = {set1(A(0)), set1(A(0)), set1(A(0)), set1(A(0))}, sgx[4] = {sg[0], sg[0], sg[0], sg[0]};
     for_vectors<W>(N, [&](int64_t j, int64_t n, int k) {
       V xh = (load_n(xr, j, n) - vm) * vr;  // scalar: xh = (x - mean) * rstd
       if (n < W) xh = keep_first(xh, n);     // (padding lanes stay 0 even if mean * rstd overflows)
@@ -199,13 +202,13 @@ void bwd_rows(const RowNormBwdArgs& a, const Acc<T>* w, Acc<T>* xb, Acc<T>* gb, 
       const V g = dy * loadu(w + j);                                       // g = dy * w
       storeu(xb + j, xh);
       storeu(gb + j, g);
-      if constexpr (!RMS) sg[k & 1] = sg[k & 1] + g;    // sg += g
-      sgx[k & 1] = fma(g, xh, sgx[k & 1]);               // sgx += g * xh
+      if constexpr (!RMS) sg[k] = sg[k] + g;  // sg += g
+      sgx[k] = fma(g, xh, sgx[k]);             // sgx += g * xh
       storeu(dwp + j, fma(dy, xh, loadu(dwp + j)));       // dw[j] += dy * xh
       if constexpr (!RMS) storeu(dbp + j, dy + loadu(dbp + j));  // db[j] += dy
     });
-    const V ca = set1(RMS ? A(0) : reduce_add(sg[0] + sg[1]) * inv_n);
-    const V cb = set1(reduce_add(sgx[0] + sgx[1]) * inv_n);
+    const V ca = set1(RMS ? A(0) : reduce_add((sg[0] + sg[1]) + (sg[2] + sg[3])) * inv_n);
+    const V cb = set1(reduce_add((sgx[0] + sgx[1]) + (sgx[2] + sgx[3])) * inv_n);
     // Pass 2 (buffers -> dx): dx = (g - (mean(g) + xhat * mean(g * xhat))) * rstd
     write_row(static_cast<T*>(a.dx) + i * N, N, streaming,
               [&](int64_t j, int64_t) { return (loadu(gb + j) - fma(loadu(xb + j), cb, ca)) * vr; });
@@ -221,7 +224,7 @@ template <bool RMS, class T> void bwd_impl(const RowNormBwdArgs& a) {
   const A* w = param<A>(a.weight, A(1), par::scratch<A>(0, P), N);
   A* dw_part = par::scratch<A>(1, nparts * ch.count * P);  // [nparts][count][P]
   A* rows = par::scratch<A>(2, 2 * nt * P);               // per thread: xhat, g
-  const bool streaming = M * N * static_cast<int64_t>(sizeof(T)) >= kStreamBytes;
+  const bool streaming = use_streaming(3, M * N, sizeof(T));  // x, dy, dx
   par::parallel_ranges(nt, ch.count, M * N, [&](int64_t c0, int64_t c1) {
     A* xb = rows + 2 * omp_get_thread_num() * P;
     for (int64_t c = c0; c < c1; ++c) {

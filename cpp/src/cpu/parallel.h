@@ -18,7 +18,8 @@
 #include <new>
 
 namespace nk::cpu {
-int kernel_threads();  // runtime.cpp: threads a kernel may use (>= 1)
+int kernel_threads();             // dispatch.cpp: threads a kernel may use (>= 1)
+int64_t last_level_cache_bytes();  // dispatch.cpp: size of the last-level cache
 }
 
 namespace nk::cpu::par {
