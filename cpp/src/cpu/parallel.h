@@ -86,8 +86,9 @@ static inline A* scratch(int slot, int64_t n) {
   return b.p;
 }
 
-// Elements in a 64-byte line of A, and n rounded up to whole lines (row strides of buffers).
+// Elements in a 64-byte line of A, and the row stride of per-feature buffers: n rounded up to
+// whole lines plus one more line, so a whole-vector access at any j < n stays inside the row.
 template <class A> static constexpr int64_t kLine = 64 / static_cast<int64_t>(sizeof(A));
-template <class A> static inline int64_t padded(int64_t n) { return (n + kLine<A>) / kLine<A> * kLine<A>; }
+template <class A> static inline int64_t padded(int64_t n) { return (n + kLine<A> - 1) / kLine<A> * kLine<A> + kLine<A>; }
 
 }  // namespace nk::cpu::par
