@@ -450,3 +450,35 @@ def test_matches_torch(rng, dtype):
     dx, dw = nk.rms_norm_backward(dy, x, rstd, w, axis=1)
     for got, want in [(y, ty), (dx, tx.grad), (dw, tw.grad)]:
         np.testing.assert_allclose(got, want.detach().numpy(), rtol=1e-4, atol=1e-4)
+
+
+# ---------------------------------------------------------------- import-time configuration
+
+
+def _run_python(code, **env):
+    import os
+    import subprocess
+    import sys
+
+    full_env = {**os.environ, **env}
+    return subprocess.run([sys.executable, "-c", code], env=full_env, capture_output=True, text=True, check=True)
+
+
+def test_normkit_isa_environment_variable():
+    out = _run_python("import normkit as nk; print(nk.get_isa())", NORMKIT_ISA="scalar")
+    assert out.stdout.strip() == "scalar"
+    out = _run_python(
+        "import warnings; warnings.simplefilter('always')\nimport normkit as nk; print(nk.get_isa())",
+        NORMKIT_ISA="sse9",
+    )
+    assert out.stdout.strip() == nk.available_isas()[-1]
+    assert "NORMKIT_ISA=sse9 is not available" in out.stderr
+
+
+def test_show_config_reports_runtime():
+    import io
+
+    buf = io.StringIO()
+    nk.show_config(file=buf)
+    text = buf.getvalue()
+    assert nk.__version__ in text and nk.get_isa() in text and f"threads:        {nk.get_num_threads()}" in text
