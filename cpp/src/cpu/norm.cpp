@@ -126,7 +126,7 @@ void fwd_rows(const RowNormFwdArgs& a, const Acc<T>* w, const Acc<T>* b, Acc<T>*
       for_vectors<W>(N, [&](int64_t j, int64_t n, int k) { first(j, load_n(xr, j, n), k); });
     }
     const A sum = reduce_add((acc[0] + acc[1]) + (acc[2] + acc[3]));
-    const T* next = i + 1 < r1 && !a.res ? xr + a.ldx : nullptr;
+    const T* next = streaming && i + 1 < r1 && !a.res ? xr + a.ldx : nullptr;  // from memory: fetch ahead
     A mean_hi = 0, mean_lo = 0, rstd;
     if constexpr (RMS) {
       rstd = A(1) / std::sqrt(sum * inv_n + eps);
@@ -210,8 +210,14 @@ void bwd_rows(const RowNormBwdArgs& a, const Acc<T>* w, Acc<T>* xb, Acc<T>* gb, 
     const V ca = set1(RMS ? A(0) : reduce_add((sg[0] + sg[1]) + (sg[2] + sg[3])) * inv_n);
     const V cb = set1(reduce_add((sgx[0] + sgx[1]) + (sgx[2] + sgx[3])) * inv_n);
     // Pass 2 (buffers -> dx): dx = (g - (mean(g) + xhat * mean(g * xhat))) * rstd
-    write_row(static_cast<T*>(a.dx) + i * N, N, streaming,
-              [&](int64_t j, int64_t) { return (loadu(gb + j) - fma(loadu(xb + j), cb, ca)) * vr; });
+    const bool more = streaming && i + 1 < r1;  // data comes from memory: fetch the next row now
+    write_row(static_cast<T*>(a.dx) + i * N, N, streaming, [&](int64_t j, int64_t) {
+      if (more) {
+        prefetch(xr + a.ldx, j);
+        prefetch(dyr + a.lddy, j);
+      }
+      return (loadu(gb + j) - fma(loadu(xb + j), cb, ca)) * vr;
+    });
   }
 }
 
