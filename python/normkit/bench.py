@@ -336,14 +336,16 @@ def _finish(case: Case) -> None:
     r["numpy_speedup"] = r["numpy"]["median"] / t
     r["torch_speedup"] = t_torch / t if t_torch else None
     r["target_s"] = 1.25 * r["copy"]["median"] * case.passes
-    if t_torch is None:
-        ok, why = t <= r["target_s"], "copy-bound" if t <= r["target_s"] else "slow"
+    if t_torch is None:  # only the copy-bound half of the rule can be judged
+        ok = t <= r["target_s"]
+        why = "copy-bound" if ok else "needs torch to judge"
     elif t > t_torch:
         ok, why = False, "slower than torch"
     else:
         ok = t <= t_torch / 2 or t <= r["target_s"]
         why = ("2x torch" if t <= t_torch / 2 else "copy-bound") if ok else "slow"
-    r["verdict"], r["verdict_reason"] = ("PASS" if ok else "FAIL"), why
+    verdict = "PASS" if ok else ("n/a" if t_torch is None else "FAIL")
+    r["verdict"], r["verdict_reason"] = verdict, why
 
 
 _HEAD = ("op", "shape", "dtype", "normkit", "GB/s", "%copy", "target", "numpy x", "torch x", "bg", "verdict")
@@ -381,7 +383,9 @@ def print_table(info: dict[str, Any], cs: list[Case]) -> None:
         cells = [s.ljust(w) if i in left else s.rjust(w) for i, (s, w) in enumerate(zip(row, widths))]
         print("  ".join(cells).rstrip())
     passed = sum(c.results["verdict"] == "PASS" for c in cs)
-    print(f"\n{passed}/{len(cs)} cases pass. Medians; x = speed-up of normkit over that library.")
+    unjudged = sum(c.results["verdict"] == "n/a" for c in cs)
+    note = f" ({unjudged} not judged: install torch to compare)" if unjudged else ""
+    print(f"\n{passed}/{len(cs)} cases pass{note}. Medians; x = speed-up of normkit over that library.")
 
 
 def run(quick: bool = False, json_path: str | None = None, ops: str | None = None) -> int:
