@@ -85,3 +85,161 @@ def numerical_grad(f, a, eps=1e-6):
         flat[i] = old
         gflat[i] = (hi - lo) / (2 * eps)
     return g
+
+
+# ---------------------------------------------------------------- channel-wise norms
+#
+# x is (N, C, *spatial) for channel_axis=1 and (N, *spatial, C) for channel_axis=-1. Each function
+# moves the channel axis to position 1, computes there in float64, and moves it back.
+
+
+def _nc(x, channel_axis):
+    """float64 x as (N, C, *spatial)."""
+    x64 = _f64(x)
+    return x64 if channel_axis == 1 else np.moveaxis(x64, -1, 1)
+
+
+def _from_nc(a, channel_axis):
+    """Inverse of _nc."""
+    return a if channel_axis == 1 else np.moveaxis(a, 1, -1)
+
+
+def _chan(v, ndim):
+    """A per-channel (C,) vector shaped to broadcast against (N, C, *spatial)."""
+    return _f64(v).reshape((1, -1) + (1,) * (ndim - 2))
+
+
+def _not_channel(ndim):
+    """Every axis of (N, C, *spatial) but the channel axis."""
+    return (0, *range(2, ndim))
+
+
+def _affine(xhat, weight, bias):
+    y = xhat if weight is None else xhat * _chan(weight, xhat.ndim)
+    return y if bias is None else y + _chan(bias, xhat.ndim)
+
+
+def momentum_update(running, batch_stat, momentum):
+    """PyTorch convention: running = (1 - momentum) * running + momentum * batch_stat."""
+    return (1.0 - momentum) * _f64(running) + momentum * _f64(batch_stat)
+
+
+def batch_norm_train(x, weight=None, bias=None, eps=1e-5, channel_axis=1):
+    """Training BatchNorm, statistics over every axis but C. Returns (y, save_mean, save_rstd)."""
+    xc = _nc(x, channel_axis)
+    axes = _not_channel(xc.ndim)
+    mean = xc.mean(axis=axes)
+    var = ((xc - _chan(mean, xc.ndim)) ** 2).mean(axis=axes)  # biased
+    rstd = 1.0 / np.sqrt(var + eps)
+    xhat = (xc - _chan(mean, xc.ndim)) * _chan(rstd, xc.ndim)
+    return _from_nc(_affine(xhat, weight, bias), channel_axis), mean, rstd
+
+
+def batch_norm_running_update(running_mean, running_var, x, momentum=0.1, channel_axis=1):
+    """(running_mean, running_var) after one training step: batch mean and UNBIASED batch variance."""
+    xc = _nc(x, channel_axis)
+    axes = _not_channel(xc.ndim)
+    count = xc.size // xc.shape[1]
+    mean = xc.mean(axis=axes)
+    var_unbiased = ((xc - _chan(mean, xc.ndim)) ** 2).sum(axis=axes) / (count - 1)
+    return momentum_update(running_mean, mean, momentum), momentum_update(running_var, var_unbiased, momentum)
+
+
+def batch_norm_eval(x, weight, bias, running_mean, running_var, eps=1e-5, channel_axis=1):
+    """Eval BatchNorm with the running statistics. Returns (y, save_mean, save_rstd)."""
+    xc = _nc(x, channel_axis)
+    mean = _f64(running_mean)
+    rstd = 1.0 / np.sqrt(_f64(running_var) + eps)
+    xhat = (xc - _chan(mean, xc.ndim)) * _chan(rstd, xc.ndim)
+    return _from_nc(_affine(xhat, weight, bias), channel_axis), mean, rstd
+
+
+def batch_norm_backward(dy, x, save_mean, save_rstd, weight=None, training=True, channel_axis=1):
+    """Returns (dx, dweight, dbias). Training: through the batch statistics; eval: the affine map's."""
+    xc, d = _nc(x, channel_axis), _nc(dy, channel_axis)
+    nd, axes = xc.ndim, _not_channel(xc.ndim)
+    w = np.ones(xc.shape[1]) if weight is None else _f64(weight)
+    s = _chan(save_rstd, nd)
+    xhat = (xc - _chan(save_mean, nd)) * s
+    if training:
+        dx = _chan(w, nd) * s * (d - d.mean(axis=axes, keepdims=True) - xhat * (d * xhat).mean(axis=axes, keepdims=True))
+    else:
+        dx = d * _chan(w, nd) * s
+    return _from_nc(dx, channel_axis), (d * xhat).sum(axis=axes), d.sum(axis=axes)
+
+
+def _grouped(a, num_groups):
+    """(N, C, *spatial) -> (N, G, C/G * spatial)."""
+    n, c = a.shape[:2]
+    return a.reshape(n, num_groups, (c // num_groups) * int(np.prod(a.shape[2:], dtype=np.int64)))
+
+
+def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, channel_axis=1):
+    """Statistics per (sample, group of C/G consecutive channels). Returns (y, mean, rstd), (N, G)."""
+    xc = _nc(x, channel_axis)
+    g = _grouped(xc, num_groups)
+    mean = g.mean(axis=2)
+    var = ((g - mean[..., None]) ** 2).mean(axis=2)
+    rstd = 1.0 / np.sqrt(var + eps)
+    xhat = ((g - mean[..., None]) * rstd[..., None]).reshape(xc.shape)
+    return _from_nc(_affine(xhat, weight, bias), channel_axis), mean, rstd
+
+
+def group_norm_backward(dy, x, mean, rstd, weight=None, num_groups=1, channel_axis=1):
+    """Returns (dx, dweight, dbias): LayerNorm's backward per group with g = dy * weight[c]."""
+    xc, d = _nc(x, channel_axis), _nc(dy, channel_axis)
+    nd = xc.ndim
+    w = np.ones(xc.shape[1]) if weight is None else _f64(weight)
+    s = _f64(rstd)[..., None]
+    xhat = (_grouped(xc, num_groups) - _f64(mean)[..., None]) * s
+    g = _grouped(d * _chan(w, nd), num_groups)
+    dx = s * (g - g.mean(axis=2, keepdims=True) - xhat * (g * xhat).mean(axis=2, keepdims=True))
+    xhat = xhat.reshape(xc.shape)
+    axes = _not_channel(nd)
+    return _from_nc(dx.reshape(xc.shape), channel_axis), (d * xhat).sum(axis=axes), d.sum(axis=axes)
+
+
+def instance_norm(x, weight=None, bias=None, running_mean=None, running_var=None, use_input_stats=True,
+                  eps=1e-5, channel_axis=1):
+    """Statistics per (sample, channel) over spatial, or the running ones broadcast to (N, C) when
+    use_input_stats=False. Returns (y, mean, rstd), (N, C)."""
+    xc = _nc(x, channel_axis)
+    n, c = xc.shape[:2]
+    spatial = tuple(range(2, xc.ndim))
+    if use_input_stats:
+        mean = xc.mean(axis=spatial)
+        rstd = 1.0 / np.sqrt(((xc - mean.reshape(n, c, *(1,) * len(spatial))) ** 2).mean(axis=spatial) + eps)
+    else:
+        mean = np.broadcast_to(_f64(running_mean), (n, c))
+        rstd = np.broadcast_to(1.0 / np.sqrt(_f64(running_var) + eps), (n, c))
+    full = (n, c) + (1,) * len(spatial)
+    xhat = (xc - mean.reshape(full)) * rstd.reshape(full)
+    return _from_nc(_affine(xhat, weight, bias), channel_axis), mean, rstd
+
+
+def instance_norm_running_update(running_mean, running_var, x, momentum=0.1, channel_axis=1):
+    """PyTorch: the batch average of the per-instance means and of the per-instance UNBIASED variances."""
+    xc = _nc(x, channel_axis)
+    spatial = tuple(range(2, xc.ndim))
+    mean = xc.mean(axis=spatial, keepdims=True)
+    var_unbiased = ((xc - mean) ** 2).sum(axis=spatial) / (int(np.prod(xc.shape[2:])) - 1)
+    return (momentum_update(running_mean, mean.reshape(xc.shape[:2]).mean(axis=0), momentum),
+            momentum_update(running_var, var_unbiased.mean(axis=0), momentum))
+
+
+def instance_norm_backward(dy, x, mean, rstd, weight=None, use_input_stats=True, channel_axis=1):
+    """Returns (dx, dweight, dbias); with use_input_stats=False the affine map's."""
+    xc, d = _nc(x, channel_axis), _nc(dy, channel_axis)
+    nd = xc.ndim
+    full = xc.shape[:2] + (1,) * (nd - 2)
+    spatial = tuple(range(2, nd))
+    w = np.ones(xc.shape[1]) if weight is None else _f64(weight)
+    s = _f64(rstd).reshape(full)
+    xhat = (xc - _f64(mean).reshape(full)) * s
+    g = d * _chan(w, nd)
+    if use_input_stats:
+        dx = s * (g - g.mean(axis=spatial, keepdims=True) - xhat * (g * xhat).mean(axis=spatial, keepdims=True))
+    else:
+        dx = g * s
+    axes = _not_channel(nd)
+    return _from_nc(dx, channel_axis), (d * xhat).sum(axis=axes), d.sum(axis=axes)

@@ -11,6 +11,7 @@
 
 namespace nk::bind {
 void bind_norm(py::module_& m);
+void bind_chan(py::module_& m);
 }
 
 PYBIND11_MODULE(_core, m) {
@@ -38,4 +39,5 @@ PYBIND11_MODULE(_core, m) {
   m.def("get_num_threads", &nk::get_num_threads);
   m.def("_set_bfloat16_dtype", &nk::bind::set_bfloat16_dtype, py::arg("dtype"));
   nk::bind::bind_norm(m);
+  nk::bind::bind_chan(m);
 }

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "normkit/chan_norm.h"
 #include "normkit/norm.h"
 #include "normkit/runtime.h"
 

@@ -1,0 +1,484 @@
+// Bindings for the channel-wise norms: batch_norm, group_norm, instance_norm.
+//
+// Each op is: validate, view x as (N, C, S) in its layout, one statistics (or backward sums)
+// kernel, O(N*C) coefficient math here in double, one elementwise kernel.
+#include <cmath>
+#include <limits>
+#include <sstream>
+
+#include "checks.h"
+#include "normkit/chan_norm.h"
+
+namespace nk::bind {
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+struct View {
+  py::array x;  // C-contiguous and aligned (the input or a copy)
+  DType dt;
+  Layout layout;
+  int64_t N, C, S;
+  std::vector<int64_t> shape;
+};
+
+View chan_view(py::handle x_, int64_t channel_axis) {
+  py::array x = as_ndarray(x_, "x");
+  const DType dt = float_dtype(x, "x");
+  const int64_t nd = x.ndim();
+  if (nd < 2)
+    throw py::value_error("x must have at least 2 dimensions (N, C, ...), got shape " + shape_str(x));
+  if (channel_axis != 1 && channel_axis != -1 && channel_axis != nd - 1)
+    throw py::value_error("channel_axis must be 1 (N, C, ...) or -1 (channels-last), got " +
+                          std::to_string(channel_axis));
+  const int64_t ax = channel_axis == 1 ? 1 : nd - 1;
+  const std::vector<int64_t> shape = shape_of(x);
+  const int64_t N = shape[0], C = shape[ax];
+  int64_t spatial = 1;
+  for (int64_t d = 1; d < nd; ++d)
+    if (d != ax) spatial *= shape[d];
+  // S == 1: both layouts are the same memory; the channels-last kernels handle it best.
+  const Layout layout = (ax == 1 && spatial > 1) ? Layout::ncs : Layout::nsc;
+  if (!(x.flags() & py::array::c_style) || !is_aligned(x)) {
+    x = py::module_::import("numpy").attr("ascontiguousarray")(x);
+    if (!is_aligned(x)) x = x.attr("copy")();
+  }
+  return {x, dt, layout, N, C, spatial, shape};
+}
+
+// out= (or a new array) for y / dx, with x re-read from a copy when it partly overlaps out.
+py::array output(py::handle out_, View& v) {
+  if (out_.is_none()) return empty(v.shape, v.x.dtype());
+  py::array o = check_out(out_, "out", v.shape, v.x.dtype());
+  if (overlaps(o, v.x) && !same_layout(o, v.x)) v.x = v.x.attr("copy")();
+  return o;
+}
+
+// dx (out= or new); dy is re-read from a copy when it partly overlaps dx.
+py::array grad_output(py::handle out_, View& v, py::array& dy) {
+  py::array dx = output(out_, v);
+  if (overlaps(dx, dy) && !same_layout(dx, dy)) dy = dy.attr("copy")();
+  return dx;
+}
+
+py::array same_as_x(py::handle a_, const char* name, const View& v) {
+  py::array a = as_ndarray(a_, name);
+  if (!a.dtype().equal(v.x.dtype()))
+    throw py::type_error(std::string(name) + " has dtype " + std::string(py::str(a.dtype())) + "; expected " +
+                         std::string(py::str(v.x.dtype())) + " (the dtype of x)");
+  if (shape_of(a) != v.shape)
+    throw py::value_error(std::string(name) + " has shape " + shape_str(a) + "; expected " + shape_str(v.shape) +
+                          " (the shape of x)");
+  if (!(a.flags() & py::array::c_style) || !is_aligned(a)) {
+    a = py::module_::import("numpy").attr("ascontiguousarray")(a);
+    if (!is_aligned(a)) a = a.attr("copy")();
+  }
+  return a;
+}
+
+void check_momentum(double m) {
+  if (!(m >= 0.0 && m <= 1.0)) {
+    std::ostringstream s;
+    s << "momentum must be in [0, 1], got " << m;
+    throw py::value_error(s.str());
+  }
+}
+
+// Running statistics: both or neither; float ndarrays of shape (C,). Read as double.
+struct Running {
+  py::object mean, var;  // the caller's arrays (updated in place) or None
+  std::vector<double> m, v;
+  bool given() const { return !mean.is_none(); }
+};
+Running running_stats(py::handle rm, py::handle rv, int64_t C, bool need_writeable) {
+  Running r{py::reinterpret_borrow<py::object>(rm), py::reinterpret_borrow<py::object>(rv), {}, {}};
+  if (rm.is_none() != rv.is_none())
+    throw py::value_error(std::string("running_mean and running_var must be given together; got only ") +
+                          (rm.is_none() ? "running_var" : "running_mean"));
+  if (rm.is_none()) return r;
+  for (auto [obj, name, dst] : {std::tuple{rm, "running_mean", &r.m}, std::tuple{rv, "running_var", &r.v}}) {
+    py::array a = as_ndarray(obj, name);
+    (void)float_dtype(a, name);
+    if (shape_of(a) != std::vector<int64_t>{C})
+      throw py::value_error(std::string(name) + " has shape " + shape_str(a) + "; expected " + shape_str({C}));
+    if (need_writeable && !a.writeable()) throw py::value_error(std::string(name) + " is read-only");
+    py::array_t<double> d = py::module_::import("numpy").attr("asarray")(a, "float64");
+    dst->assign(d.data(), d.data() + C);
+  }
+  return r;
+}
+// r = (1 - momentum) * r + momentum * batch, written into the caller's array (any float dtype).
+void update_running(const py::object& arr, const std::vector<double>& old, const std::vector<double>& batch,
+                    double momentum) {
+  py::array_t<double> nv(static_cast<py::ssize_t>(old.size()));
+  for (size_t c = 0; c < old.size(); ++c) nv.mutable_data()[c] = (1.0 - momentum) * old[c] + momentum * batch[c];
+  arr.attr("__setitem__")(py::ellipsis(), nv);
+}
+
+// Coefficient arrays in the accumulation type, padded so whole-vector loads stay in bounds.
+struct Coefs {
+  DType dt;
+  std::vector<float> f;
+  std::vector<double> d;
+  int64_t n;
+  Coefs(DType dt_, int64_t count, int64_t k) : dt(dt_), n(count) {
+    if (dt == DType::f64) d.assign(static_cast<size_t>(k * count + 16), 0.0);
+    else f.assign(static_cast<size_t>(k * count + 16), 0.0f);
+  }
+  void set(int64_t which, int64_t i, double v) {
+    if (dt == DType::f64) d[static_cast<size_t>(which * n + i)] = v;
+    else f[static_cast<size_t>(which * n + i)] = static_cast<float>(v);
+  }
+  const void* ptr(int64_t which) const {
+    return dt == DType::f64 ? static_cast<const void*>(d.data() + which * n)
+                            : static_cast<const void*>(f.data() + which * n);
+  }
+};
+
+// weight/bias as double vectors (ones / zeros when absent) and the dtype for their gradients.
+std::vector<double> param_values(py::handle p, const char* name, const View& v, double fill, py::dtype* pdt) {
+  const py::object a = param_acc(p, name, v.dt, {v.C}, pdt);
+  std::vector<double> out(static_cast<size_t>(v.C), fill);
+  if (!a.is_none()) {
+    py::array_t<double> d = py::module_::import("numpy").attr("asarray")(a, "float64");
+    out.assign(d.data(), d.data() + v.C);
+  }
+  return out;
+}
+
+py::array acc_array(const std::vector<int64_t>& shape, DType dt, const std::vector<double>& vals) {
+  py::array_t<double> d(std::vector<py::ssize_t>(shape.begin(), shape.end()));
+  std::copy(vals.begin(), vals.end(), d.mutable_data());
+  return d.attr("astype")(acc_dtype(dt));
+}
+
+py::object to_param(const std::vector<double>& g, int64_t C, const py::dtype& pdt) {
+  py::array_t<double> d(C);
+  std::copy(g.begin(), g.end(), d.mutable_data());
+  return d.attr("astype")(pdt);
+}
+
+// Elementwise y = (x - m) * a + b with coefficients per channel (ns = 0) or per (n, c) (ns = C).
+void apply_affine(const View& v, py::array& y, const Coefs& k, int64_t ns) {
+  ChanAffineArgs a{v.dt, v.layout, v.N, v.C, v.S, v.x.data(), y.mutable_data(), k.ptr(0), k.ptr(1), k.ptr(2), ns};
+  if (v.x.size() == 0) return;
+  py::gil_scoped_release nogil;
+  chan_affine(a);
+}
+
+void apply_grad(const View& v, const py::array& dy, py::array& dx, const Coefs& k, int64_t ns) {
+  ChanGradApplyArgs a{v.dt, v.layout, v.N, v.C, v.S, v.x.data(), dy.data(), dx.mutable_data(),
+                      k.ptr(0), k.ptr(1), k.ptr(2), k.ptr(3), ns};
+  if (v.x.size() == 0) return;
+  py::gil_scoped_release nogil;
+  chan_grad_apply(a);
+}
+
+// Per-(n, c) (per_sample) or per-c statistics: mean and M2 in double.
+void stats(const View& v, bool per_sample, std::vector<double>& mean, std::vector<double>& m2) {
+  const size_t n = static_cast<size_t>(per_sample ? v.N * v.C : v.C);
+  mean.assign(n, 0.0);
+  m2.assign(n, 0.0);
+  ChanStatsArgs a{v.dt, v.layout, v.N, v.C, v.S, v.x.data(), per_sample, mean.data(), m2.data()};
+  if (v.x.size() == 0) return;
+  py::gil_scoped_release nogil;
+  chan_stats(a);
+}
+
+void grad_sums(const View& v, const py::array& dy, const Coefs& mr, int64_t ns, bool per_sample,
+               std::vector<double>& sdy, std::vector<double>& sdyx) {
+  const size_t n = static_cast<size_t>(per_sample ? v.N * v.C : v.C);
+  sdy.assign(n, 0.0);
+  sdyx.assign(n, 0.0);
+  ChanGradSumsArgs a{v.dt, v.layout, v.N, v.C, v.S, v.x.data(), dy.data(), mr.ptr(0), mr.ptr(1), ns, per_sample,
+                     sdy.data(), sdyx.data()};
+  if (v.x.size() == 0) return;
+  py::gil_scoped_release nogil;
+  chan_grad_sums(a);
+}
+
+std::vector<double> as_doubles(const py::array& a) {
+  py::array_t<double> d = py::module_::import("numpy").attr("asarray")(a, "float64");
+  return std::vector<double>(d.data(), d.data() + d.size());
+}
+
+// ---------------------------------------------------------------- BatchNorm
+
+py::object batch_norm_forward(py::handle x_, py::handle w_, py::handle b_, py::handle rm_, py::handle rv_,
+                              bool training, double momentum, double eps, int64_t channel_axis, py::handle out_,
+                              bool want_stats) {
+  View v = chan_view(x_, channel_axis);
+  check_eps(eps);
+  check_momentum(momentum);
+  const int64_t C = v.C, count = v.N * v.S;
+  const std::vector<double> w = param_values(w_, "weight", v, 1.0, nullptr);
+  const std::vector<double> b = param_values(b_, "bias", v, 0.0, nullptr);
+  Running run = running_stats(rm_, rv_, C, training);
+  std::vector<double> mean, rstd(static_cast<size_t>(C));
+  if (training) {
+    if (count < 2)
+      throw py::value_error("batch_norm in training needs more than 1 value per channel, got x of shape " +
+                            shape_str(v.shape));
+    std::vector<double> m2;
+    stats(v, false, mean, m2);
+    std::vector<double> unbiased(static_cast<size_t>(C));
+    for (int64_t c = 0; c < C; ++c) {
+      rstd[c] = 1.0 / std::sqrt(m2[c] / static_cast<double>(count) + eps);
+      unbiased[c] = m2[c] / static_cast<double>(count - 1);
+    }
+    if (run.given()) {
+      update_running(run.mean, run.m, mean, momentum);
+      update_running(run.var, run.v, unbiased, momentum);
+    }
+  } else {
+    if (!run.given())
+      throw py::value_error("batch_norm in eval mode (training=False) needs running_mean and running_var");
+    mean = run.m;
+    for (int64_t c = 0; c < C; ++c) rstd[c] = 1.0 / std::sqrt(run.v[c] + eps);
+  }
+  Coefs k(v.dt, C, 3);
+  for (int64_t c = 0; c < C; ++c) {
+    k.set(0, c, mean[c]);
+    k.set(1, c, rstd[c] * w[c]);
+    k.set(2, c, b[c]);
+  }
+  py::array y = output(out_, v);
+  apply_affine(v, y, k, 0);
+  if (!want_stats) return y;
+  return py::make_tuple(y, acc_array({C}, v.dt, mean), acc_array({C}, v.dt, rstd));
+}
+
+py::tuple batch_norm_backward(py::handle dy_, py::handle x_, py::handle mean_, py::handle rstd_, py::handle w_,
+                              bool training, int64_t channel_axis, py::handle out_) {
+  View v = chan_view(x_, channel_axis);
+  py::array dy = same_as_x(dy_, "dy", v);
+  const int64_t C = v.C;
+  const std::vector<double> mean = as_doubles(stat_acc(mean_, "save_mean", v.dt, {C}));
+  const std::vector<double> rstd = as_doubles(stat_acc(rstd_, "save_rstd", v.dt, {C}));
+  py::dtype pdt = v.x.dtype();
+  const std::vector<double> w = param_values(w_, "weight", v, 1.0, &pdt);
+  Coefs mr(v.dt, C, 2);
+  for (int64_t c = 0; c < C; ++c) {
+    mr.set(0, c, mean[c]);
+    mr.set(1, c, rstd[c]);
+  }
+  std::vector<double> sdy, sdyx;
+  grad_sums(v, dy, mr, 0, false, sdy, sdyx);
+  const double count = static_cast<double>(v.N * v.S);
+  Coefs k(v.dt, C, 4);
+  for (int64_t c = 0; c < C; ++c) {
+    const double wr = w[c] * rstd[c];
+    k.set(0, c, mean[c]);
+    k.set(1, c, wr);
+    if (training && count > 0) {  // dx = w r (dy - mean(dy) - xhat mean(dy xhat))
+      k.set(2, c, -wr * rstd[c] * sdyx[c] / count);
+      k.set(3, c, -wr * sdy[c] / count);
+    }
+  }
+  py::array dx = grad_output(out_, v, dy);
+  apply_grad(v, dy, dx, k, 0);
+  return py::make_tuple(dx, to_param(sdyx, C, pdt), to_param(sdy, C, pdt));
+}
+
+// ---------------------------------------------------------------- GroupNorm / InstanceNorm
+
+// Per-(n, g) mean and rstd from per-(n, c) statistics (Chan merges over the group's channels).
+void group_stats(const View& v, int64_t G, double eps, std::vector<double>& gmean, std::vector<double>& grstd,
+                 std::vector<double>* inst_mean = nullptr, std::vector<double>* inst_m2 = nullptr) {
+  std::vector<double> mean, m2;
+  stats(v, true, mean, m2);
+  const int64_t Cg = v.C / G;
+  gmean.assign(static_cast<size_t>(v.N * G), kNaN);
+  grstd.assign(static_cast<size_t>(v.N * G), kNaN);
+  for (int64_t n = 0; n < v.N; ++n)
+    for (int64_t g = 0; g < G; ++g) {
+      double cnt = 0, m = 0, q = 0;
+      for (int64_t c = g * Cg; c < (g + 1) * Cg; ++c) {
+        const double nb = static_cast<double>(v.S), d = mean[n * v.C + c] - m;
+        if (nb == 0) continue;
+        const double tot = cnt + nb;
+        m += d * (nb / tot);
+        q += m2[n * v.C + c] + d * d * (cnt * nb / tot);
+        cnt = tot;
+      }
+      if (cnt > 0) {
+        gmean[n * G + g] = m;
+        grstd[n * G + g] = 1.0 / std::sqrt(q / cnt + eps);
+      }
+    }
+  if (inst_mean) *inst_mean = mean;
+  if (inst_m2) *inst_m2 = m2;
+}
+
+// y with per-(n, c) coefficients from per-(n, g) statistics (shared by GroupNorm/InstanceNorm).
+py::array group_apply(View& v, int64_t G, const std::vector<double>& gm, const std::vector<double>& gr,
+                      const std::vector<double>& w, const std::vector<double>& b, py::handle out_, int64_t ns) {
+  const int64_t Cg = v.C / G, rows = ns ? v.N : 1;
+  Coefs k(v.dt, rows * v.C, 3);
+  for (int64_t n = 0; n < rows; ++n)
+    for (int64_t c = 0; c < v.C; ++c) {
+      const size_t g = static_cast<size_t>(n * G + c / Cg);
+      k.set(0, n * v.C + c, gm[g]);
+      k.set(1, n * v.C + c, gr[g] * w[c]);
+      k.set(2, n * v.C + c, b[c]);
+    }
+  py::array y = output(out_, v);
+  apply_affine(v, y, k, ns);
+  return y;
+}
+
+// Backward of the per-(n, g) normalization with per-channel weight (G = C: InstanceNorm).
+// affine_only: the statistics were constants (InstanceNorm with running statistics).
+py::tuple group_backward(View& v, py::array dy, int64_t G, const std::vector<double>& gm,
+                         const std::vector<double>& gr, const std::vector<double>& w, const py::dtype& pdt,
+                         py::handle out_, bool affine_only) {
+  const int64_t N = v.N, C = v.C, Cg = C / G;
+  Coefs mr(v.dt, N * C, 2);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = 0; c < C; ++c) {
+      mr.set(0, n * C + c, gm[static_cast<size_t>(n * G + c / Cg)]);
+      mr.set(1, n * C + c, gr[static_cast<size_t>(n * G + c / Cg)]);
+    }
+  std::vector<double> sdy, sdyx;
+  grad_sums(v, dy, mr, C, true, sdy, sdyx);
+  std::vector<double> dw(static_cast<size_t>(C), 0.0), db(static_cast<size_t>(C), 0.0);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = 0; c < C; ++c) {
+      dw[c] += sdyx[n * C + c];
+      db[c] += sdy[n * C + c];
+    }
+  const double K = static_cast<double>(Cg * v.S);
+  Coefs k(v.dt, N * C, 4);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t g = 0; g < G; ++g) {
+      double sg = 0, sgx = 0;
+      for (int64_t c = g * Cg; c < (g + 1) * Cg; ++c) {
+        sg += w[c] * sdy[n * C + c];
+        sgx += w[c] * sdyx[n * C + c];
+      }
+      const double r = gr[static_cast<size_t>(n * G + g)];
+      for (int64_t c = g * Cg; c < (g + 1) * Cg; ++c) {  // dx = r (w dy - mean(g) - xhat mean(g xhat))
+        k.set(0, n * C + c, gm[static_cast<size_t>(n * G + g)]);
+        k.set(1, n * C + c, r * w[c]);
+        if (!affine_only && K > 0) {
+          k.set(2, n * C + c, -r * r * sgx / K);
+          k.set(3, n * C + c, -r * sg / K);
+        }
+      }
+    }
+  py::array dx = grad_output(out_, v, dy);
+  apply_grad(v, dy, dx, k, C);
+  return py::make_tuple(dx, to_param(dw, C, pdt), to_param(db, C, pdt));
+}
+
+int64_t check_groups(int64_t G, int64_t C) {
+  if (G < 1 || C % G != 0)
+    throw py::value_error("num_groups=" + std::to_string(G) + " must be >= 1 and divide the number of channels C=" +
+                          std::to_string(C));
+  return G;
+}
+
+py::object group_norm_forward(py::handle x_, int64_t G, py::handle w_, py::handle b_, double eps,
+                              int64_t channel_axis, py::handle out_, bool want_stats) {
+  View v = chan_view(x_, channel_axis);
+  check_groups(G, v.C);
+  check_eps(eps);
+  const std::vector<double> w = param_values(w_, "weight", v, 1.0, nullptr);
+  const std::vector<double> b = param_values(b_, "bias", v, 0.0, nullptr);
+  std::vector<double> gm, gr;
+  group_stats(v, G, eps, gm, gr);
+  py::array y = group_apply(v, G, gm, gr, w, b, out_, v.C);
+  if (!want_stats) return y;
+  return py::make_tuple(y, acc_array({v.N, G}, v.dt, gm), acc_array({v.N, G}, v.dt, gr));
+}
+
+py::tuple group_norm_backward(py::handle dy_, py::handle x_, py::handle mean_, py::handle rstd_, py::handle w_,
+                              int64_t G, int64_t channel_axis, py::handle out_) {
+  View v = chan_view(x_, channel_axis);
+  check_groups(G, v.C);
+  py::array dy = same_as_x(dy_, "dy", v);
+  const std::vector<double> gm = as_doubles(stat_acc(mean_, "mean", v.dt, {v.N, G}));
+  const std::vector<double> gr = as_doubles(stat_acc(rstd_, "rstd", v.dt, {v.N, G}));
+  py::dtype pdt = v.x.dtype();
+  const std::vector<double> w = param_values(w_, "weight", v, 1.0, &pdt);
+  return group_backward(v, dy, G, gm, gr, w, pdt, out_, false);
+}
+
+py::object instance_norm_forward(py::handle x_, py::handle w_, py::handle b_, py::handle rm_, py::handle rv_,
+                                 bool use_input_stats, double momentum, double eps, int64_t channel_axis,
+                                 py::handle out_, bool want_stats) {
+  View v = chan_view(x_, channel_axis);
+  check_eps(eps);
+  check_momentum(momentum);
+  const int64_t N = v.N, C = v.C;
+  const std::vector<double> w = param_values(w_, "weight", v, 1.0, nullptr);
+  const std::vector<double> b = param_values(b_, "bias", v, 0.0, nullptr);
+  Running run = running_stats(rm_, rv_, C, use_input_stats);
+  std::vector<double> gm, gr;
+  py::array y;
+  if (use_input_stats) {
+    if (v.S < 2)
+      throw py::value_error("instance_norm with use_input_stats=True needs more than 1 spatial value per channel, "
+                            "got x of shape " + shape_str(v.shape));
+    std::vector<double> im, iq;
+    group_stats(v, C, eps, gm, gr, &im, &iq);
+    if (run.given() && N > 0) {  // PyTorch: batch averages of the per-instance mean / unbiased variance
+      std::vector<double> bm(static_cast<size_t>(C), 0.0), bv(static_cast<size_t>(C), 0.0);
+      for (int64_t n = 0; n < N; ++n)
+        for (int64_t c = 0; c < C; ++c) {
+          bm[c] += im[n * C + c] / static_cast<double>(N);
+          bv[c] += iq[n * C + c] / static_cast<double>(v.S - 1) / static_cast<double>(N);
+        }
+      update_running(run.mean, run.m, bm, momentum);
+      update_running(run.var, run.v, bv, momentum);
+    }
+    y = group_apply(v, C, gm, gr, w, b, out_, C);
+  } else {
+    if (!run.given())
+      throw py::value_error("instance_norm with use_input_stats=False needs running_mean and running_var");
+    gm.resize(static_cast<size_t>(N * C));
+    gr.resize(static_cast<size_t>(N * C));
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t c = 0; c < C; ++c) {
+        gm[n * C + c] = run.m[c];
+        gr[n * C + c] = 1.0 / std::sqrt(run.v[c] + eps);
+      }
+    std::vector<double> m1(run.m), r1(static_cast<size_t>(C));
+    for (int64_t c = 0; c < C; ++c) r1[c] = 1.0 / std::sqrt(run.v[c] + eps);
+    y = group_apply(v, C, m1, r1, w, b, out_, 0);
+  }
+  if (!want_stats) return y;
+  return py::make_tuple(y, acc_array({N, C}, v.dt, gm), acc_array({N, C}, v.dt, gr));
+}
+
+py::tuple instance_norm_backward(py::handle dy_, py::handle x_, py::handle mean_, py::handle rstd_, py::handle w_,
+                                 int64_t channel_axis, bool use_input_stats, py::handle out_) {
+  View v = chan_view(x_, channel_axis);
+  py::array dy = same_as_x(dy_, "dy", v);
+  const std::vector<double> gm = as_doubles(stat_acc(mean_, "mean", v.dt, {v.N, v.C}));
+  const std::vector<double> gr = as_doubles(stat_acc(rstd_, "rstd", v.dt, {v.N, v.C}));
+  py::dtype pdt = v.x.dtype();
+  const std::vector<double> w = param_values(w_, "weight", v, 1.0, &pdt);
+  return group_backward(v, dy, v.C, gm, gr, w, pdt, out_, !use_input_stats);
+}
+
+}  // namespace
+
+void bind_chan(py::module_& m) {
+  m.def("batch_norm_forward", &batch_norm_forward, py::arg("x"), py::arg("weight"), py::arg("bias"),
+        py::arg("running_mean"), py::arg("running_var"), py::arg("training"), py::arg("momentum"), py::arg("eps"),
+        py::arg("channel_axis"), py::arg("out"), py::arg("want_stats"));
+  m.def("batch_norm_backward", &batch_norm_backward, py::arg("dy"), py::arg("x"), py::arg("save_mean"),
+        py::arg("save_rstd"), py::arg("weight"), py::arg("training"), py::arg("channel_axis"), py::arg("out"));
+  m.def("group_norm_forward", &group_norm_forward, py::arg("x"), py::arg("num_groups"), py::arg("weight"),
+        py::arg("bias"), py::arg("eps"), py::arg("channel_axis"), py::arg("out"), py::arg("want_stats"));
+  m.def("group_norm_backward", &group_norm_backward, py::arg("dy"), py::arg("x"), py::arg("mean"), py::arg("rstd"),
+        py::arg("weight"), py::arg("num_groups"), py::arg("channel_axis"), py::arg("out"));
+  m.def("instance_norm_forward", &instance_norm_forward, py::arg("x"), py::arg("weight"), py::arg("bias"),
+        py::arg("running_mean"), py::arg("running_var"), py::arg("use_input_stats"), py::arg("momentum"),
+        py::arg("eps"), py::arg("channel_axis"), py::arg("out"), py::arg("want_stats"));
+  m.def("instance_norm_backward", &instance_norm_backward, py::arg("dy"), py::arg("x"), py::arg("mean"),
+        py::arg("rstd"), py::arg("weight"), py::arg("channel_axis"), py::arg("use_input_stats"), py::arg("out"));
+}
+
+}  // namespace nk::bind

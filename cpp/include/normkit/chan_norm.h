@@ -1,0 +1,78 @@
+// normkit — channel-wise normalizations (BatchNorm, GroupNorm, InstanceNorm).
+//
+// Kernels see a contiguous (N, C, S) tensor in one of two layouts (S = product of the spatial
+// dims; the bindings copy other strides once):
+//   ncs (channel_axis = 1):            element (n, c, s) at n*C*S + c*S + s
+//   nsc (channel_axis = -1, channels-last): element (n, s, c) at n*S*C + s*C + c
+// Data tensors have element type T (args.dtype); coefficient arrays have the accumulation type
+// A (float for f32/f16/bf16, double for f64); statistics and sums are double.
+//
+// Coefficients are indexed [n * coef_nstride + c]: coef_nstride = C gives one value per
+// (sample, channel), 0 one value per channel shared by all samples.
+//
+// Every reduction is taken over fixed units (span chunks for ncs, row chunks for nsc) whose
+// boundaries depend only on the shape, and merged in unit order: results are bitwise identical
+// for any thread count.
+#pragma once
+#include <cstdint>
+
+#include "normkit/types.h"
+
+namespace nk {
+
+enum class Layout : int { ncs = 0, nsc = 1 };
+
+// Per-channel statistics over s (per_sample) or over (n, s) (!per_sample):
+//   count[k] = number of values, mean[k] = their mean, m2[k] = sum((x - mean)^2)   (= written)
+// with k = n * C + c (per_sample, arrays [N*C]) or k = c (arrays [C]).
+struct ChanStatsArgs {
+  DType dtype; Layout layout;
+  int64_t N, C, S;
+  const void* x;
+  bool per_sample;
+  double* mean;
+  double* m2;
+};
+
+// y = (x - m) * a + b elementwise, coefficients per (n, c) or per c.             (y = written)
+// y may equal x.
+struct ChanAffineArgs {
+  DType dtype; Layout layout;
+  int64_t N, C, S;
+  const void* x;
+  void* y;
+  const void* m; const void* a; const void* b;  // A arrays, see coef_nstride
+  int64_t coef_nstride;
+};
+
+// Sums for the backward, with xhat = (x - m) * r:
+//   sdy[k] = sum(dy), sdyx[k] = sum(dy * xhat)                                    (= written)
+// over s (per_sample, k = n * C + c) or over (n, s) (k = c).
+struct ChanGradSumsArgs {
+  DType dtype; Layout layout;
+  int64_t N, C, S;
+  const void* x; const void* dy;
+  const void* m; const void* r;  // A arrays, see coef_nstride
+  int64_t coef_nstride;
+  bool per_sample;
+  double* sdy;
+  double* sdyx;
+};
+
+// dx = k1 * dy + k2 * (x - m) + k3 elementwise, coefficients per (n, c) or per c.  (dx = written)
+// dx may equal dy or x.
+struct ChanGradApplyArgs {
+  DType dtype; Layout layout;
+  int64_t N, C, S;
+  const void* x; const void* dy;
+  void* dx;
+  const void* m; const void* k1; const void* k2; const void* k3;  // A arrays
+  int64_t coef_nstride;
+};
+
+void chan_stats(const ChanStatsArgs& args);
+void chan_affine(const ChanAffineArgs& args);
+void chan_grad_sums(const ChanGradSumsArgs& args);
+void chan_grad_apply(const ChanGradApplyArgs& args);
+
+}  // namespace nk

@@ -1,0 +1,332 @@
+// Channel-norm kernels (contract: normkit/chan_norm.h). Compiled once per ISA.
+//
+// ncs: each (n, c) span of S contiguous values is cut into units of at most kSpan values.
+// nsc: the rows (one row = the C channels of one (n, s)) are cut into units of RS rows; with
+//      per-sample results the units never cross a sample.
+// Statistics: a unit takes a two-pass mean/M2 over itself (it stays in L1/L2 between the
+// passes), and units are merged with Chan's formula in double, in unit order. So x is read
+// from memory once for the statistics, results do not depend on the thread count, and channels
+// with a large mean keep their precision.
+#include <cmath>
+#include <cstring>
+
+#include "kernel_util.h"
+#include "normkit/chan_norm.h"
+
+namespace nk::cpu::NK_ISA {
+namespace {
+
+constexpr int64_t kSpan = 16384;      // ncs: values per unit
+constexpr int64_t kUnitElems = 8192;  // nsc: values per unit (rows * C) at least
+constexpr int64_t kMaxRowUnits = 64;  // nsc: units per row group at most
+
+// Chan's merge of (nb, mb, qb) into (na, ma, qa): counts, means, sums of squared deviations.
+inline void merge(double& na, double& ma, double& qa, double nb, double mb, double qb) {
+  if (nb == 0) return;
+  const double n = na + nb, d = mb - ma;
+  ma += d * (nb / n);
+  qa += qb + d * d * (na * nb / n);
+  na = n;
+}
+
+struct RowUnits {
+  int64_t groups, rows, per_group, rows_per_unit;  // rows per group; units per group
+  int64_t count() const { return groups * per_group; }
+  int64_t begin(int64_t u) const { return (u / per_group) * rows + (u % per_group) * rows_per_unit; }
+  int64_t end(int64_t u) const { return (u / per_group) * rows + std::min(rows, (u % per_group + 1) * rows_per_unit); }
+};
+inline RowUnits row_units(int64_t N, int64_t S, int64_t C, bool per_sample) {
+  const int64_t groups = per_sample ? N : 1, rows = per_sample ? S : N * S;
+  const int64_t by_size = (kUnitElems + C - 1) / C, by_count = (rows + kMaxRowUnits - 1) / kMaxRowUnits;
+  const int64_t rpu = std::max<int64_t>(1, std::min(rows, std::max(by_size, by_count)));
+  return {groups, rows, rows > 0 ? (rows + rpu - 1) / rpu : 0, rpu};
+}
+
+template <class T> struct Kern {
+  using A = Acc<T>;
+  using V = VecOf<T>;
+  static constexpr int64_t W = V::W;
+
+  // ---- statistics
+
+  // Two-pass mean and M2 of L contiguous values.
+  static void run_stats(const T* p, int64_t L, double* mean, double* m2) {
+    V acc[4] = {set1(A(0)), set1(A(0)), set1(A(0)), set1(A(0))};
+    for_vectors<W>(L, [&](int64_t j, int64_t n, int k) { acc[k] = acc[k] + load_n(p, j, n); });  // scalar: s += x
+    const A m0 = reduce_add((acc[0] + acc[1]) + (acc[2] + acc[3])) / static_cast<A>(L);
+    const V vm = set1(m0);
+    V sd[4] = {set1(A(0)), set1(A(0)), set1(A(0)), set1(A(0))}, sq[4] = {sd[0], sd[0], sd[0], sd[0]};
+    for_vectors<W>(L, [&](int64_t j, int64_t n, int k) {
+      V d = load_n(p, j, n) - vm;  // scalar: d = x - m0; sd += d; sq += d * d
+      if (n < W) d = keep_first(d, n);
+      sd[k] = sd[k] + d;
+      sq[k] = fma(d, d, sq[k]);
+    });
+    const double s1 = reduce_add((sd[0] + sd[1]) + (sd[2] + sd[3]));
+    const double s2 = reduce_add((sq[0] + sq[1]) + (sq[2] + sq[3]));
+    *mean = static_cast<double>(m0) + s1 / static_cast<double>(L);
+    *m2 = std::max(0.0, s2 - s1 * s1 / static_cast<double>(L));
+  }
+
+  // Per-channel two-pass mean/M2 over rows [r0, r1) of C values; buf holds 3 padded rows of A.
+  static void rows_stats(const T* x, int64_t C, int64_t r0, int64_t r1, A* buf, int64_t P, double* om, double* oq) {
+    A *sum = buf, *sd = buf + P, *sq = buf + 2 * P;
+    std::memset(buf, 0, static_cast<size_t>(3 * P) * sizeof(A));
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t j = 0; j < C; j += W)  // scalar: sum[c] += x[r][c]
+        storeu(sum + j, loadu(sum + j) + load_n(x + r * C, j, std::min(W, C - j)));
+    const A inv = A(1) / static_cast<A>(r1 - r0);
+    for (int64_t j = 0; j < C; j += W) storeu(sum + j, loadu(sum + j) * set1(inv));  // now the first-pass mean
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t j = 0; j < C; j += W) {  // scalar: d = x[r][c] - mean[c]; sd[c] += d; sq[c] += d * d
+        const int64_t n = std::min(W, C - j);
+        V d = load_n(x + r * C, j, n) - loadu(sum + j);
+        if (n < W) d = keep_first(d, n);
+        storeu(sd + j, loadu(sd + j) + d);
+        storeu(sq + j, fma(d, d, loadu(sq + j)));
+      }
+    const double cnt = static_cast<double>(r1 - r0);
+    for (int64_t c = 0; c < C; ++c) {
+      om[c] = static_cast<double>(sum[c]) + static_cast<double>(sd[c]) / cnt;
+      oq[c] = std::max(0.0, static_cast<double>(sq[c]) - static_cast<double>(sd[c]) * sd[c] / cnt);
+    }
+  }
+
+  static void stats(const ChanStatsArgs& a) {
+    const int64_t N = a.N, C = a.C, S = a.S, nt = kernel_threads();
+    const T* x = static_cast<const T*>(a.x);
+    const int64_t nout = a.per_sample ? N * C : C;
+    if (a.layout == Layout::ncs) {
+      const int64_t K = (S + kSpan - 1) / kSpan, U = N * C * K;
+      double* um = par::scratch<double>(0, 2 * U);
+      double* uq = um + U;
+      par::parallel_ranges(nt, U, N * C * S, [&](int64_t u0, int64_t u1) {
+        for (int64_t u = u0; u < u1; ++u) {
+          const int64_t nc = u / K, k = u % K;
+          run_stats(x + nc * S + k * kSpan, std::min(kSpan, S - k * kSpan), um + u, uq + u);
+        }
+      });
+      par::parallel_ranges(nt, nout, U, [&](int64_t o0, int64_t o1) {
+        for (int64_t o = o0; o < o1; ++o) {
+          double n = 0, m = 0, q = 0;
+          for (int64_t s = 0; s < (a.per_sample ? 1 : N); ++s) {
+            const int64_t nc = a.per_sample ? o : s * C + o;
+            for (int64_t k = 0; k < K; ++k)
+              merge(n, m, q, static_cast<double>(std::min(kSpan, S - k * kSpan)), um[nc * K + k], uq[nc * K + k]);
+          }
+          a.mean[o] = m;
+          a.m2[o] = q;
+        }
+      });
+      return;
+    }
+    const RowUnits ru = row_units(N, S, C, a.per_sample);
+    const int64_t U = ru.count(), P = par::padded<A>(C);
+    double* um = par::scratch<double>(0, 2 * U * C);
+    double* uq = um + U * C;
+    A* bufs = par::scratch<A>(1, nt * 3 * P);
+    par::parallel_ranges(nt, U, N * C * S, [&](int64_t u0, int64_t u1) {
+      A* buf = bufs + omp_get_thread_num() * 3 * P;
+      for (int64_t u = u0; u < u1; ++u) rows_stats(x, C, ru.begin(u), ru.end(u), buf, P, um + u * C, uq + u * C);
+    });
+    par::parallel_ranges(nt, ru.groups, U * C, [&](int64_t g0, int64_t g1) {
+      for (int64_t g = g0; g < g1; ++g)
+        for (int64_t c = 0; c < C; ++c) {
+          double n = 0, m = 0, q = 0;
+          for (int64_t u = g * ru.per_group; u < (g + 1) * ru.per_group; ++u)
+            merge(n, m, q, static_cast<double>(ru.end(u) - ru.begin(u)), um[u * C + c], uq[u * C + c]);
+          a.mean[g * C + c] = m;
+          a.m2[g * C + c] = q;
+        }
+    });
+  }
+
+  // ---- elementwise passes: out = f(x, dy, coefficients of (n, c)), both layouts
+
+  // F(const A* const coefs[4], index, x-vector loader...) is given per span (ncs: scalars
+  // broadcast) or per row (nsc: coefficient vectors).
+  template <class Fn>
+  static void elementwise(const void* x_, const void* dy_, void* out_, Layout layout, int64_t N, int64_t C, int64_t S,
+                          int64_t tensors, Fn fn) {
+    const T* x = static_cast<const T*>(x_);
+    const T* dy = static_cast<const T*>(dy_);
+    T* out = static_cast<T*>(out_);
+    const int64_t nt = kernel_threads();
+    const bool streaming = use_streaming(tensors, N * C * S, sizeof(T));
+    if (layout == Layout::ncs) {
+      const int64_t K = (S + kSpan - 1) / kSpan, U = N * C * K;
+      par::parallel_ranges(nt, U, N * C * S, [&](int64_t u0, int64_t u1) {
+        for (int64_t u = u0; u < u1; ++u) {
+          const int64_t nc = u / K, off = nc * S + (u % K) * kSpan;
+          const int64_t L = std::min(kSpan, S - (u % K) * kSpan);
+          fn.span(nc / C, nc % C, x + off, dy ? dy + off : nullptr, out + off, L, streaming);
+        }
+        if (streaming) stream_fence();
+      });
+      return;
+    }
+    par::parallel_ranges(nt, N * S, N * C * S, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r)
+        fn.row(r / S, x + r * C, dy ? dy + r * C : nullptr, out + r * C, C, streaming);
+      if (streaming) stream_fence();
+    });
+  }
+
+  struct Affine {  // y = (x - m) * a + b
+    const A *m, *a, *b;
+    int64_t ns;
+    void span(int64_t n, int64_t c, const T* x, const T*, T* y, int64_t L, bool streaming) const {
+      const int64_t i = n * ns + c;
+      const V vm = set1(m[i]), va = set1(a[i]), vb = set1(b[i]);
+      write_row(y, L, streaming, [&](int64_t j, int64_t k) { return fma(load_n(x, j, k) - vm, va, vb); });
+    }
+    void row(int64_t n, const T* x, const T*, T* y, int64_t C, bool streaming) const {
+      const A *mm = m + n * ns, *aa = a + n * ns, *bb = b + n * ns;
+      write_row(y, C, streaming, [&](int64_t j, int64_t k) {  // scalar: y = (x - m[c]) * a[c] + b[c]
+        return fma(load_n(x, j, k) - loadu(mm + j), loadu(aa + j), loadu(bb + j));
+      });
+    }
+  };
+
+  struct GradApply {  // dx = k1 * dy + (k2 * (x - m) + k3)
+    const A *m, *k1, *k2, *k3;
+    int64_t ns;
+    void span(int64_t n, int64_t c, const T* x, const T* dy, T* dx, int64_t L, bool streaming) const {
+      const int64_t i = n * ns + c;
+      const V vm = set1(m[i]), v1 = set1(k1[i]), v2 = set1(k2[i]), v3 = set1(k3[i]);
+      write_row(dx, L, streaming, [&](int64_t j, int64_t k) {
+        return fma(load_n(dy, j, k), v1, fma(load_n(x, j, k) - vm, v2, v3));
+      });
+    }
+    void row(int64_t n, const T* x, const T* dy, T* dx, int64_t C, bool streaming) const {
+      const A *mm = m + n * ns, *a1 = k1 + n * ns, *a2 = k2 + n * ns, *a3 = k3 + n * ns;
+      write_row(dx, C, streaming, [&](int64_t j, int64_t k) {  // scalar: dx = k1 dy + k2 (x - m) + k3
+        return fma(load_n(dy, j, k), loadu(a1 + j), fma(load_n(x, j, k) - loadu(mm + j), loadu(a2 + j), loadu(a3 + j)));
+      });
+    }
+  };
+
+  static void affine(const ChanAffineArgs& a) {
+    const Affine f{static_cast<const A*>(a.m), static_cast<const A*>(a.a), static_cast<const A*>(a.b), a.coef_nstride};
+    elementwise(a.x, nullptr, a.y, a.layout, a.N, a.C, a.S, 2, f);
+  }
+
+  static void grad_apply(const ChanGradApplyArgs& a) {
+    const GradApply f{static_cast<const A*>(a.m), static_cast<const A*>(a.k1), static_cast<const A*>(a.k2),
+                      static_cast<const A*>(a.k3), a.coef_nstride};
+    elementwise(a.x, a.dy, a.dx, a.layout, a.N, a.C, a.S, 3, f);
+  }
+
+  // ---- backward sums
+
+  static void grad_sums(const ChanGradSumsArgs& a) {
+    const int64_t N = a.N, C = a.C, S = a.S, ns = a.coef_nstride, nt = kernel_threads();
+    const T* x = static_cast<const T*>(a.x);
+    const T* dy = static_cast<const T*>(a.dy);
+    const A* m = static_cast<const A*>(a.m);
+    const A* r = static_cast<const A*>(a.r);
+    const int64_t nout = a.per_sample ? N * C : C;
+    if (a.layout == Layout::ncs) {
+      const int64_t K = (S + kSpan - 1) / kSpan, U = N * C * K;
+      double* u1s = par::scratch<double>(0, 2 * U);
+      double* u2s = u1s + U;
+      par::parallel_ranges(nt, U, 2 * N * C * S, [&](int64_t u0, int64_t u1) {
+        for (int64_t u = u0; u < u1; ++u) {
+          const int64_t nc = u / K, off = nc * S + (u % K) * kSpan, L = std::min(kSpan, S - (u % K) * kSpan);
+          const int64_t i = (nc / C) * ns + nc % C;
+          const V vm = set1(m[i]), vr = set1(r[i]);
+          V s1[4] = {set1(A(0)), set1(A(0)), set1(A(0)), set1(A(0))}, s2[4] = {s1[0], s1[0], s1[0], s1[0]};
+          for_vectors<W>(L, [&](int64_t j, int64_t n, int k) {  // scalar: s1 += dy; s2 += dy * (x - m) * r
+            V xh = (load_n(x + off, j, n) - vm) * vr;
+            if (n < W) xh = keep_first(xh, n);
+            const V g = load_n(dy + off, j, n);
+            s1[k] = s1[k] + g;
+            s2[k] = fma(g, xh, s2[k]);
+          });
+          u1s[u] = reduce_add((s1[0] + s1[1]) + (s1[2] + s1[3]));
+          u2s[u] = reduce_add((s2[0] + s2[1]) + (s2[2] + s2[3]));
+        }
+      });
+      par::parallel_ranges(nt, nout, U, [&](int64_t o0, int64_t o1) {
+        for (int64_t o = o0; o < o1; ++o) {
+          double t1 = 0, t2 = 0;
+          for (int64_t s = 0; s < (a.per_sample ? 1 : N); ++s) {
+            const int64_t nc = a.per_sample ? o : s * C + o;
+            for (int64_t k = 0; k < K; ++k) {
+              t1 += u1s[nc * K + k];
+              t2 += u2s[nc * K + k];
+            }
+          }
+          a.sdy[o] = t1;
+          a.sdyx[o] = t2;
+        }
+      });
+      return;
+    }
+    const RowUnits ru = row_units(N, S, C, a.per_sample);
+    const int64_t U = ru.count(), P = par::padded<A>(C);
+    double* u1s = par::scratch<double>(0, 2 * U * C);
+    double* u2s = u1s + U * C;
+    A* bufs = par::scratch<A>(1, nt * 2 * P);
+    par::parallel_ranges(nt, U, 2 * N * C * S, [&](int64_t u0, int64_t u1) {
+      A* s1 = bufs + omp_get_thread_num() * 2 * P;
+      A* s2 = s1 + P;
+      for (int64_t u = u0; u < u1; ++u) {
+        std::memset(s1, 0, static_cast<size_t>(2 * P) * sizeof(A));
+        for (int64_t row = ru.begin(u); row < ru.end(u); ++row) {
+          const A *mm = m + (row / S) * ns, *rr = r + (row / S) * ns;
+          for (int64_t j = 0; j < C; j += W) {  // scalar: s1[c] += dy; s2[c] += dy * (x - m[c]) * r[c]
+            const int64_t n = std::min(W, C - j);
+            const V g = load_n(dy + row * C, j, n);
+            V xh = (load_n(x + row * C, j, n) - loadu(mm + j)) * loadu(rr + j);
+            if (n < W) xh = keep_first(xh, n);
+            storeu(s1 + j, loadu(s1 + j) + g);
+            storeu(s2 + j, fma(g, xh, loadu(s2 + j)));
+          }
+        }
+        for (int64_t c = 0; c < C; ++c) {
+          u1s[u * C + c] = s1[c];
+          u2s[u * C + c] = s2[c];
+        }
+      }
+    });
+    par::parallel_ranges(nt, ru.groups, U * C, [&](int64_t g0, int64_t g1) {
+      for (int64_t g = g0; g < g1; ++g)
+        for (int64_t c = 0; c < C; ++c) {
+          double t1 = 0, t2 = 0;
+          for (int64_t u = g * ru.per_group; u < (g + 1) * ru.per_group; ++u) {
+            t1 += u1s[u * C + c];
+            t2 += u2s[u * C + c];
+          }
+          a.sdy[g * C + c] = t1;
+          a.sdyx[g * C + c] = t2;
+        }
+    });
+  }
+};
+
+template <template <class> class K, class Args, class F> void by_dtype(const Args& a, F f) {
+  switch (a.dtype) {
+    case DType::f32: return f(K<float>{});
+    case DType::f64: return f(K<double>{});
+    case DType::f16: return f(K<f16>{});
+    case DType::bf16: return f(K<bf16>{});
+  }
+}
+
+}  // namespace
+
+void chan_stats(const ChanStatsArgs& a) {
+  by_dtype<Kern>(a, [&](auto k) { decltype(k)::stats(a); });
+}
+void chan_affine(const ChanAffineArgs& a) {
+  by_dtype<Kern>(a, [&](auto k) { decltype(k)::affine(a); });
+}
+void chan_grad_sums(const ChanGradSumsArgs& a) {
+  by_dtype<Kern>(a, [&](auto k) { decltype(k)::grad_sums(a); });
+}
+void chan_grad_apply(const ChanGradApplyArgs& a) {
+  by_dtype<Kern>(a, [&](auto k) { decltype(k)::grad_apply(a); });
+}
+
+}  // namespace nk::cpu::NK_ISA
