@@ -8,6 +8,7 @@
 // from memory once for the statistics, results do not depend on the thread count, and channels
 // with a large mean keep their precision.
 #include <cmath>
+#include <algorithm>
 #include <cstring>
 
 #include "kernel_util.h"
@@ -17,16 +18,21 @@ namespace nk::cpu::NK_ISA {
 namespace {
 
 constexpr int64_t kSpan = 16384;      // ncs: values per unit
-constexpr int64_t kUnitElems = 8192;  // nsc: values per unit (rows * C) at least
+constexpr int64_t kUnitElems = 32768;  // nsc: values per unit (rows * C) at least (stays in L2)
 constexpr int64_t kMaxRowUnits = 64;  // nsc: units per row group at most
 
-// Chan's merge of (nb, mb, qb) into (na, ma, qa): counts, means, sums of squared deviations.
-inline void merge(double& na, double& ma, double& qa, double nb, double mb, double qb) {
+// Chan's merge of unit statistics (nb values, means mb, M2 qb) into running (na values, ma, qa),
+// for `count` outputs at once: every output of a merge step has the same counts, so the two
+// weights are computed once and the loop over outputs vectorizes.
+inline void merge(double na, double nb, int64_t count, double* ma, double* qa, const double* mb, const double* qb,
+                  int64_t stride_b) {
   if (nb == 0) return;
-  const double n = na + nb, d = mb - ma;
-  ma += d * (nb / n);
-  qa += qb + d * d * (na * nb / n);
-  na = n;
+  const double f1 = nb / (na + nb), f2 = na * nb / (na + nb);
+  for (int64_t o = 0; o < count; ++o) {  // scalar: d = mb - ma; ma += d nb/n; qa += qb + d^2 na nb/n
+    const double d = mb[o * stride_b] - ma[o];
+    ma[o] += d * f1;
+    qa[o] += qb[o * stride_b] + d * d * f2;
+  }
 }
 
 struct RowUnits {
@@ -85,10 +91,11 @@ template <class T> struct Kern {
         storeu(sd + j, loadu(sd + j) + d);
         storeu(sq + j, fma(d, d, loadu(sq + j)));
       }
-    const double cnt = static_cast<double>(r1 - r0);
+    const double inv_cnt = 1.0 / static_cast<double>(r1 - r0);
     for (int64_t c = 0; c < C; ++c) {
-      om[c] = static_cast<double>(sum[c]) + static_cast<double>(sd[c]) / cnt;
-      oq[c] = std::max(0.0, static_cast<double>(sq[c]) - static_cast<double>(sd[c]) * sd[c] / cnt);
+      const double d = static_cast<double>(sd[c]);
+      om[c] = static_cast<double>(sum[c]) + d * inv_cnt;
+      oq[c] = std::max(0.0, static_cast<double>(sq[c]) - d * d * inv_cnt);
     }
   }
 
@@ -106,18 +113,16 @@ template <class T> struct Kern {
           run_stats(x + nc * S + k * kSpan, std::min(kSpan, S - k * kSpan), um + u, uq + u);
         }
       });
-      par::parallel_ranges(nt, nout, U, [&](int64_t o0, int64_t o1) {
-        for (int64_t o = o0; o < o1; ++o) {
-          double n = 0, m = 0, q = 0;
-          for (int64_t s = 0; s < (a.per_sample ? 1 : N); ++s) {
-            const int64_t nc = a.per_sample ? o : s * C + o;
-            for (int64_t k = 0; k < K; ++k)
-              merge(n, m, q, static_cast<double>(std::min(kSpan, S - k * kSpan)), um[nc * K + k], uq[nc * K + k]);
-          }
-          a.mean[o] = m;
-          a.m2[o] = q;
+      // Merge in (n, k) order; outputs are (n, c) (per_sample) or c.
+      std::fill(a.mean, a.mean + nout, 0.0);
+      std::fill(a.m2, a.m2 + nout, 0.0);
+      const int64_t samples = a.per_sample ? 1 : N;
+      for (int64_t s = 0; s < samples; ++s)
+        for (int64_t k = 0; k < K; ++k) {
+          const double na = static_cast<double>(s * S + std::min(k * kSpan, S));
+          const double nb = static_cast<double>(std::min(kSpan, S - k * kSpan));
+          merge(na, nb, nout, a.mean, a.m2, um + s * C * K + k, uq + s * C * K + k, K);
         }
-      });
       return;
     }
     const RowUnits ru = row_units(N, S, C, a.per_sample);
@@ -130,14 +135,13 @@ template <class T> struct Kern {
       for (int64_t u = u0; u < u1; ++u) rows_stats(x, C, ru.begin(u), ru.end(u), buf, P, um + u * C, uq + u * C);
     });
     par::parallel_ranges(nt, ru.groups, U * C, [&](int64_t g0, int64_t g1) {
-      for (int64_t g = g0; g < g1; ++g)
-        for (int64_t c = 0; c < C; ++c) {
-          double n = 0, m = 0, q = 0;
-          for (int64_t u = g * ru.per_group; u < (g + 1) * ru.per_group; ++u)
-            merge(n, m, q, static_cast<double>(ru.end(u) - ru.begin(u)), um[u * C + c], uq[u * C + c]);
-          a.mean[g * C + c] = m;
-          a.m2[g * C + c] = q;
-        }
+      for (int64_t g = g0; g < g1; ++g) {
+        std::fill(a.mean + g * C, a.mean + (g + 1) * C, 0.0);
+        std::fill(a.m2 + g * C, a.m2 + (g + 1) * C, 0.0);
+        for (int64_t u = g * ru.per_group; u < (g + 1) * ru.per_group; ++u)
+          merge(static_cast<double>(ru.begin(u) - g * ru.rows), static_cast<double>(ru.end(u) - ru.begin(u)), C,
+                a.mean + g * C, a.m2 + g * C, um + u * C, uq + u * C, 1);
+      }
     });
   }
 
