@@ -286,8 +286,24 @@ py::tuple batch_norm_backward(py::handle dy_, py::handle x_, py::handle mean_, p
 void group_stats(const View& v, int64_t G, double eps, std::vector<double>& gmean, std::vector<double>& grstd,
                  std::vector<double>* inst_mean = nullptr, std::vector<double>* inst_m2 = nullptr) {
   std::vector<double> mean, m2;
-  stats(v, true, mean, m2);
   const int64_t Cg = v.C / G;
+  if (v.layout == Layout::ncs && !inst_mean && Cg > 1) {
+    // NCHW: a group's Cg channels are one contiguous run of Cg * S values: take its statistics
+    // directly, as if it were a single channel.
+    View groups = v;
+    groups.C = G;
+    groups.S = v.S * Cg;
+    stats(groups, true, mean, m2);
+    gmean.assign(static_cast<size_t>(v.N * G), kNaN);
+    grstd.assign(static_cast<size_t>(v.N * G), kNaN);
+    if (groups.S > 0)
+      for (size_t i = 0; i < gmean.size(); ++i) {
+        gmean[i] = mean[i];
+        grstd[i] = 1.0 / std::sqrt(m2[i] / static_cast<double>(groups.S) + eps);
+      }
+    return;
+  }
+  stats(v, true, mean, m2);
   gmean.assign(static_cast<size_t>(v.N * G), kNaN);
   grstd.assign(static_cast<size_t>(v.N * G), kNaN);
   for (int64_t n = 0; n < v.N; ++n)

@@ -145,13 +145,20 @@ template <class T> struct Kern {
     });
   }
 
-  // ---- elementwise passes: out = f(x, dy, coefficients of (n, c)), both layouts
+  // ---- elementwise passes: out = op(x, dy, coefficients of (n, c)), both layouts
+  //
+  // ncs: per span, the coefficients are scalars broadcast over the span.
+  // nsc: a run of rows is one flat array whose coefficients repeat with period C; they are read
+  // from a table of C + W values (ext[i] = coef[i % C]) at the running phase j % C, so any
+  // vector, also one that wraps from channel C-1 to channel 0, loads the right lanes.
 
-  // F(const A* const coefs[4], index, x-vector loader...) is given per span (ncs: scalars
-  // broadcast) or per row (nsc: coefficient vectors).
-  template <class Fn>
+  struct Coef4 {
+    const A* p[4];
+  };
+
+  template <class Op>
   static void elementwise(const void* x_, const void* dy_, void* out_, Layout layout, int64_t N, int64_t C, int64_t S,
-                          int64_t tensors, Fn fn) {
+                          Coef4 coef, int64_t ns, int64_t tensors, Op op) {
     const T* x = static_cast<const T*>(x_);
     const T* dy = static_cast<const T*>(dy_);
     T* out = static_cast<T*>(out_);
@@ -162,63 +169,72 @@ template <class T> struct Kern {
       par::parallel_ranges(nt, U, N * C * S, [&](int64_t u0, int64_t u1) {
         for (int64_t u = u0; u < u1; ++u) {
           const int64_t nc = u / K, off = nc * S + (u % K) * kSpan;
-          const int64_t L = std::min(kSpan, S - (u % K) * kSpan);
-          fn.span(nc / C, nc % C, x + off, dy ? dy + off : nullptr, out + off, L, streaming);
+          const int64_t L = std::min(kSpan, S - (u % K) * kSpan), i = (nc / C) * ns + nc % C;
+          V cv[4];
+          for (int q = 0; q < 4; ++q) cv[q] = set1(coef.p[q] ? coef.p[q][i] : A(0));
+          const T* xs = x + off;
+          const T* ds = dy ? dy + off : nullptr;
+          write_row(out + off, L, streaming, [&](int64_t j, int64_t k) {
+            return op(load_n(xs, j, k), ds ? load_n(ds, j, k) : cv[0], cv);
+          });
         }
         if (streaming) stream_fence();
       });
       return;
     }
-    par::parallel_ranges(nt, N * S, N * C * S, [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r)
-        fn.row(r / S, x + r * C, dy ? dy + r * C : nullptr, out + r * C, C, streaming);
+    const int64_t sets = ns ? N : 1, E = par::padded<A>(C + W);
+    A* ext = par::scratch<A>(2, 4 * sets * E);
+    for (int64_t s = 0; s < sets; ++s)
+      for (int q = 0; q < 4; ++q) {
+        A* dst = ext + (s * 4 + q) * E;
+        const A* src = coef.p[q] ? coef.p[q] + s * ns : nullptr;
+        for (int64_t i = 0, c = 0; i < E; ++i, c = c + 1 == C ? 0 : c + 1) dst[i] = src ? src[c] : A(0);
+      }
+    const RowUnits ru = row_units(N, S, C, ns != 0);
+    // Long rows (C >= 8 vectors) are written one by one, short ones as one flat run per unit.
+    const bool by_row = C >= 8 * W;
+    par::parallel_ranges(nt, ru.count(), N * C * S, [&](int64_t u0, int64_t u1) {
+      for (int64_t u = u0; u < u1; ++u) {
+        const int64_t r0 = ru.begin(u), r1 = ru.end(u);
+        const A* e = ext + (ns ? (r0 / S) * 4 * E : 0);
+        const auto run = [&](int64_t off, int64_t L, auto phase_of) {
+          const T* xs = x + off;
+          const T* ds = dy ? dy + off : nullptr;
+          write_row(out + off, L, streaming, [&](int64_t j, int64_t k) {
+            const int64_t p = phase_of(j);
+            const V cv[4] = {loadu(e + p), loadu(e + E + p), loadu(e + 2 * E + p), loadu(e + 3 * E + p)};
+            return op(load_n(xs, j, k), ds ? load_n(ds, j, k) : cv[0], cv);
+          });
+        };
+        if (by_row) {
+          for (int64_t r = r0; r < r1; ++r) run(r * C, C, [](int64_t j) { return j; });
+        } else {
+          int64_t phase = 0, last = 0;  // phase = j % C, advanced incrementally
+          run(r0 * C, (r1 - r0) * C, [&](int64_t j) {
+            phase += j - last;
+            last = j;
+            while (phase >= C) phase -= C;
+            return phase;
+          });
+        }
+      }
       if (streaming) stream_fence();
     });
   }
 
-  struct Affine {  // y = (x - m) * a + b
-    const A *m, *a, *b;
-    int64_t ns;
-    void span(int64_t n, int64_t c, const T* x, const T*, T* y, int64_t L, bool streaming) const {
-      const int64_t i = n * ns + c;
-      const V vm = set1(m[i]), va = set1(a[i]), vb = set1(b[i]);
-      write_row(y, L, streaming, [&](int64_t j, int64_t k) { return fma(load_n(x, j, k) - vm, va, vb); });
-    }
-    void row(int64_t n, const T* x, const T*, T* y, int64_t C, bool streaming) const {
-      const A *mm = m + n * ns, *aa = a + n * ns, *bb = b + n * ns;
-      write_row(y, C, streaming, [&](int64_t j, int64_t k) {  // scalar: y = (x - m[c]) * a[c] + b[c]
-        return fma(load_n(x, j, k) - loadu(mm + j), loadu(aa + j), loadu(bb + j));
-      });
-    }
-  };
-
-  struct GradApply {  // dx = k1 * dy + (k2 * (x - m) + k3)
-    const A *m, *k1, *k2, *k3;
-    int64_t ns;
-    void span(int64_t n, int64_t c, const T* x, const T* dy, T* dx, int64_t L, bool streaming) const {
-      const int64_t i = n * ns + c;
-      const V vm = set1(m[i]), v1 = set1(k1[i]), v2 = set1(k2[i]), v3 = set1(k3[i]);
-      write_row(dx, L, streaming, [&](int64_t j, int64_t k) {
-        return fma(load_n(dy, j, k), v1, fma(load_n(x, j, k) - vm, v2, v3));
-      });
-    }
-    void row(int64_t n, const T* x, const T* dy, T* dx, int64_t C, bool streaming) const {
-      const A *mm = m + n * ns, *a1 = k1 + n * ns, *a2 = k2 + n * ns, *a3 = k3 + n * ns;
-      write_row(dx, C, streaming, [&](int64_t j, int64_t k) {  // scalar: dx = k1 dy + k2 (x - m) + k3
-        return fma(load_n(dy, j, k), loadu(a1 + j), fma(load_n(x, j, k) - loadu(mm + j), loadu(a2 + j), loadu(a3 + j)));
-      });
-    }
-  };
-
   static void affine(const ChanAffineArgs& a) {
-    const Affine f{static_cast<const A*>(a.m), static_cast<const A*>(a.a), static_cast<const A*>(a.b), a.coef_nstride};
-    elementwise(a.x, nullptr, a.y, a.layout, a.N, a.C, a.S, 2, f);
+    const Coef4 c{{static_cast<const A*>(a.m), static_cast<const A*>(a.a), static_cast<const A*>(a.b), nullptr}};
+    elementwise(a.x, nullptr, a.y, a.layout, a.N, a.C, a.S, c, a.coef_nstride, 2, [](V x, V, const V* k) {
+      return fma(x - k[0], k[1], k[2]);  // scalar: y = (x - m) * a + b
+    });
   }
 
   static void grad_apply(const ChanGradApplyArgs& a) {
-    const GradApply f{static_cast<const A*>(a.m), static_cast<const A*>(a.k1), static_cast<const A*>(a.k2),
-                      static_cast<const A*>(a.k3), a.coef_nstride};
-    elementwise(a.x, a.dy, a.dx, a.layout, a.N, a.C, a.S, 3, f);
+    const Coef4 c{{static_cast<const A*>(a.m), static_cast<const A*>(a.k1), static_cast<const A*>(a.k2),
+                   static_cast<const A*>(a.k3)}};
+    elementwise(a.x, a.dy, a.dx, a.layout, a.N, a.C, a.S, c, a.coef_nstride, 3, [](V x, V dy, const V* k) {
+      return fma(dy, k[1], fma(x - k[0], k[2], k[3]));  // scalar: dx = k1 dy + k2 (x - m) + k3
+    });
   }
 
   // ---- backward sums

@@ -57,7 +57,7 @@ template <class T, class F> inline void write_row(T* out, int64_t N, bool stream
   constexpr int64_t W = V::W;
   constexpr auto bytes = static_cast<uintptr_t>(W * sizeof(T));
   const uintptr_t mis = reinterpret_cast<uintptr_t>(out) % bytes;
-  const bool can_align = mis % sizeof(T) == 0;
+  const bool can_align = mis % sizeof(T) == 0 && N >= 8 * W;  // short rows: a head costs more than it saves
   int64_t j = can_align && mis ? std::min<int64_t>(N, static_cast<int64_t>((bytes - mis) / sizeof(T))) : 0;
   if (j > 0) store_tail(out, f(0, j), j);
   if (streaming && can_align) {
