@@ -28,7 +28,7 @@ View chan_view(py::handle x_, int64_t channel_axis) {
   const int64_t nd = x.ndim();
   if (nd < 2)
     throw py::value_error("x must have at least 2 dimensions (N, C, ...), got shape " + shape_str(x));
-  if (channel_axis != 1 && channel_axis != -1 && channel_axis != nd - 1)
+  if (channel_axis != 1 && channel_axis != -1)
     throw py::value_error("channel_axis must be 1 (N, C, ...) or -1 (channels-last), got " +
                           std::to_string(channel_axis));
   const int64_t ax = channel_axis == 1 ? 1 : nd - 1;
@@ -102,7 +102,7 @@ Running running_stats(py::handle rm, py::handle rv, int64_t C, bool need_writeab
     if (shape_of(a) != std::vector<int64_t>{C})
       throw py::value_error(std::string(name) + " has shape " + shape_str(a) + "; expected " + shape_str({C}));
     if (need_writeable && !a.writeable()) throw py::value_error(std::string(name) + " is read-only");
-    py::array_t<double> d = py::module_::import("numpy").attr("asarray")(a, "float64");
+    const py::array_t<double> d = py::module_::import("numpy").attr("ascontiguousarray")(a, "float64");
     dst->assign(d.data(), d.data() + C);
   }
   return r;
@@ -140,7 +140,7 @@ std::vector<double> param_values(py::handle p, const char* name, const View& v, 
   const py::object a = param_acc(p, name, v.dt, {v.C}, pdt);
   std::vector<double> out(static_cast<size_t>(v.C), fill);
   if (!a.is_none()) {
-    py::array_t<double> d = py::module_::import("numpy").attr("asarray")(a, "float64");
+    const py::array_t<double> d = py::module_::import("numpy").attr("ascontiguousarray")(a, "float64");
     out.assign(d.data(), d.data() + v.C);
   }
   return out;
@@ -198,7 +198,7 @@ void grad_sums(const View& v, const py::array& dy, const Coefs& mr, int64_t ns, 
 }
 
 std::vector<double> as_doubles(const py::array& a) {
-  py::array_t<double> d = py::module_::import("numpy").attr("asarray")(a, "float64");
+  const py::array_t<double> d = py::module_::import("numpy").attr("ascontiguousarray")(a, "float64");
   return std::vector<double>(d.data(), d.data() + d.size());
 }
 

@@ -13,10 +13,12 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core
+from ._args import clear_arg_errors
 
 Array = np.ndarray
 
 
+@clear_arg_errors
 def batch_norm(
     x: Array,
     weight: Array | None = None,
@@ -66,6 +68,7 @@ def batch_norm(
     )
 
 
+@clear_arg_errors
 def batch_norm_forward(
     x: Array,
     weight: Array | None = None,
@@ -86,6 +89,7 @@ def batch_norm_forward(
     )
 
 
+@clear_arg_errors
 def batch_norm_backward(
     dy: Array,
     x: Array,
@@ -107,6 +111,7 @@ def batch_norm_backward(
     return _core.batch_norm_backward(dy, x, save_mean, save_rstd, weight, training, channel_axis, out)
 
 
+@clear_arg_errors
 def group_norm(
     x: Array,
     num_groups: int,
@@ -126,6 +131,7 @@ def group_norm(
     return _core.group_norm_forward(x, num_groups, weight, bias, eps, channel_axis, out, False)
 
 
+@clear_arg_errors
 def group_norm_forward(
     x: Array,
     num_groups: int,
@@ -140,6 +146,7 @@ def group_norm_forward(
     return _core.group_norm_forward(x, num_groups, weight, bias, eps, channel_axis, out, True)
 
 
+@clear_arg_errors
 def group_norm_backward(
     dy: Array,
     x: Array,
@@ -156,6 +163,7 @@ def group_norm_backward(
     return _core.group_norm_backward(dy, x, mean, rstd, weight, num_groups, channel_axis, out)
 
 
+@clear_arg_errors
 def instance_norm(
     x: Array,
     weight: Array | None = None,
@@ -181,6 +189,7 @@ def instance_norm(
     )
 
 
+@clear_arg_errors
 def instance_norm_forward(
     x: Array,
     weight: Array | None = None,
@@ -200,6 +209,7 @@ def instance_norm_forward(
     )
 
 
+@clear_arg_errors
 def instance_norm_backward(
     dy: Array,
     x: Array,

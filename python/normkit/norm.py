@@ -11,12 +11,14 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core
+from ._args import clear_arg_errors
 
 Array = np.ndarray
 _fwd = _core.row_norm_forward
 _bwd = _core.row_norm_backward
 
 
+@clear_arg_errors
 def layer_norm(
     x: Array,
     weight: Array | None = None,
@@ -45,6 +47,7 @@ def layer_norm(
     return _fwd(False, x, None, weight, bias, axis, eps, out, False)
 
 
+@clear_arg_errors
 def layer_norm_forward(
     x: Array,
     weight: Array | None = None,
@@ -65,6 +68,7 @@ def layer_norm_forward(
     return _fwd(False, x, None, weight, bias, axis, eps, out, True)
 
 
+@clear_arg_errors
 def layer_norm_backward(
     dy: Array,
     x: Array,
@@ -98,6 +102,7 @@ def layer_norm_backward(
     return _bwd(False, dy, x, mean, rstd, weight, axis, out)
 
 
+@clear_arg_errors
 def rms_norm(
     x: Array,
     weight: Array | None = None,
@@ -113,6 +118,7 @@ def rms_norm(
     return _fwd(True, x, None, weight, None, axis, eps, out, False)
 
 
+@clear_arg_errors
 def rms_norm_forward(
     x: Array,
     weight: Array | None = None,
@@ -126,6 +132,7 @@ def rms_norm_forward(
     return _fwd(True, x, None, weight, None, axis, eps, out, True)
 
 
+@clear_arg_errors
 def rms_norm_backward(
     dy: Array,
     x: Array,
@@ -143,6 +150,7 @@ def rms_norm_backward(
     return _bwd(True, dy, x, None, rstd, weight, axis, out)
 
 
+@clear_arg_errors
 def add_layer_norm(
     x: Array,
     residual: Array,
@@ -161,6 +169,7 @@ def add_layer_norm(
     return _fwd(False, x, residual, weight, bias, axis, eps, None, False)
 
 
+@clear_arg_errors
 def add_layer_norm_forward(
     x: Array,
     residual: Array,
@@ -174,6 +183,7 @@ def add_layer_norm_forward(
     return _fwd(False, x, residual, weight, bias, axis, eps, None, True)
 
 
+@clear_arg_errors
 def add_rms_norm(
     x: Array,
     residual: Array,
@@ -186,6 +196,7 @@ def add_rms_norm(
     return _fwd(True, x, residual, weight, None, axis, eps, None, False)
 
 
+@clear_arg_errors
 def add_rms_norm_forward(
     x: Array,
     residual: Array,

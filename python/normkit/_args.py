@@ -1,0 +1,50 @@
+"""Clear TypeErrors for scalar arguments.
+
+The native functions convert scalars themselves; when that fails, pybind11 raises a TypeError
+that lists every argument (whole arrays included). ``clear_arg_errors`` re-raises it as one
+line naming the offending argument. The check runs only after a failure: no cost on success.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any, Callable, TypeVar
+
+import numpy as np
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_INT = ("an int", (int, np.integer))
+_REAL = ("a real number", (int, float, np.integer, np.floating))
+_BOOL = ("a bool", (bool, np.bool_))
+_EXPECTED = {
+    "axis": _INT,
+    "channel_axis": _INT,
+    "num_groups": _INT,
+    "eps": _REAL,
+    "momentum": _REAL,
+    "training": _BOOL,
+    "use_input_stats": _BOOL,
+}
+
+
+def clear_arg_errors(fn: F) -> F:
+    sig = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except TypeError as e:
+            if "incompatible function arguments" not in str(e):
+                raise
+            bound = sig.bind(*args, **kwargs)
+            bound.apply_defaults()
+            for name, value in bound.arguments.items():
+                what, kinds = _EXPECTED.get(name, (None, None))
+                if kinds and (not isinstance(value, kinds) or (kinds is _INT[1] and isinstance(value, bool))):
+                    raise TypeError(f"{name} must be {what}, got {type(value).__name__}") from None
+            raise TypeError(f"{fn.__name__}: invalid argument types") from None
+
+    return wrapper  # type: ignore[return-value]
