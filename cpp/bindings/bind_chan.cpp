@@ -282,27 +282,12 @@ py::tuple batch_norm_backward(py::handle dy_, py::handle x_, py::handle mean_, p
 
 // ---------------------------------------------------------------- GroupNorm / InstanceNorm
 
-// Per-(n, g) mean and rstd from per-(n, c) statistics (Chan merges over the group's channels).
+// Per-(n, g) mean and rstd from per-(n, c) statistics (Chan merges over the group's channels);
+// used for channels-last (NCHW takes the fused kernel).
 void group_stats(const View& v, int64_t G, double eps, std::vector<double>& gmean, std::vector<double>& grstd,
                  std::vector<double>* inst_mean = nullptr, std::vector<double>* inst_m2 = nullptr) {
   std::vector<double> mean, m2;
   const int64_t Cg = v.C / G;
-  if (v.layout == Layout::ncs && !inst_mean && Cg > 1) {
-    // NCHW: a group's Cg channels are one contiguous run of Cg * S values: take its statistics
-    // directly, as if it were a single channel.
-    View groups = v;
-    groups.C = G;
-    groups.S = v.S * Cg;
-    stats(groups, true, mean, m2);
-    gmean.assign(static_cast<size_t>(v.N * G), kNaN);
-    grstd.assign(static_cast<size_t>(v.N * G), kNaN);
-    if (groups.S > 0)
-      for (size_t i = 0; i < gmean.size(); ++i) {
-        gmean[i] = mean[i];
-        grstd[i] = 1.0 / std::sqrt(m2[i] / static_cast<double>(groups.S) + eps);
-      }
-    return;
-  }
   stats(v, true, mean, m2);
   gmean.assign(static_cast<size_t>(v.N * G), kNaN);
   grstd.assign(static_cast<size_t>(v.N * G), kNaN);
@@ -387,6 +372,25 @@ py::tuple group_backward(View& v, py::array dy, int64_t G, const std::vector<dou
   return py::make_tuple(dx, to_param(dw, C, pdt), to_param(db, C, pdt));
 }
 
+// NCHW GroupNorm / InstanceNorm forward, fused per (n, g); fills per-(n, g) mean, M2, rstd.
+py::array group_fused(View& v, int64_t G, py::handle w_, py::handle b_, double eps, py::handle out_,
+                      std::vector<double>& gm, std::vector<double>& gq, std::vector<double>& gr) {
+  const py::object w = param_acc(w_, "weight", v.dt, {v.C});
+  const py::object b = param_acc(b_, "bias", v.dt, {v.C});
+  py::array y = output(out_, v);
+  const size_t k = static_cast<size_t>(v.N * G);
+  gm.assign(k, kNaN);
+  gq.assign(k, kNaN);
+  gr.assign(k, kNaN);
+  const auto ptr = [](const py::object& o) { return o.is_none() ? nullptr : py::reinterpret_borrow<py::array>(o).data(); };
+  GroupFwdArgs a{v.dt, v.N, v.C, v.S, G, v.x.data(), y.mutable_data(), ptr(w), ptr(b), eps, gm.data(), gq.data(), gr.data()};
+  if (v.x.size() > 0) {
+    py::gil_scoped_release nogil;
+    group_norm_fwd_ncs(a);
+  }
+  return y;
+}
+
 int64_t check_groups(int64_t G, int64_t C) {
   if (G < 1 || C % G != 0)
     throw py::value_error("num_groups=" + std::to_string(G) + " must be >= 1 and divide the number of channels C=" +
@@ -399,11 +403,16 @@ py::object group_norm_forward(py::handle x_, int64_t G, py::handle w_, py::handl
   View v = chan_view(x_, channel_axis);
   check_groups(G, v.C);
   check_eps(eps);
-  const std::vector<double> w = param_values(w_, "weight", v, 1.0, nullptr);
-  const std::vector<double> b = param_values(b_, "bias", v, 0.0, nullptr);
-  std::vector<double> gm, gr;
-  group_stats(v, G, eps, gm, gr);
-  py::array y = group_apply(v, G, gm, gr, w, b, out_, v.C);
+  std::vector<double> gm, gq, gr;
+  py::array y;
+  if (v.layout == Layout::ncs) {
+    y = group_fused(v, G, w_, b_, eps, out_, gm, gq, gr);
+  } else {
+    const std::vector<double> w = param_values(w_, "weight", v, 1.0, nullptr);
+    const std::vector<double> b = param_values(b_, "bias", v, 0.0, nullptr);
+    group_stats(v, G, eps, gm, gr);
+    y = group_apply(v, G, gm, gr, w, b, out_, v.C);
+  }
   if (!want_stats) return y;
   return py::make_tuple(y, acc_array({v.N, G}, v.dt, gm), acc_array({v.N, G}, v.dt, gr));
 }
@@ -437,7 +446,13 @@ py::object instance_norm_forward(py::handle x_, py::handle w_, py::handle b_, py
       throw py::value_error("instance_norm with use_input_stats=True needs more than 1 spatial value per channel, "
                             "got x of shape " + shape_str(v.shape));
     std::vector<double> im, iq;
-    group_stats(v, C, eps, gm, gr, &im, &iq);
+    if (v.layout == Layout::ncs) {
+      y = group_fused(v, C, w_, b_, eps, out_, gm, iq, gr);
+      im = gm;
+    } else {
+      group_stats(v, C, eps, gm, gr, &im, &iq);
+      y = group_apply(v, C, gm, gr, w, b, out_, C);
+    }
     if (run.given() && N > 0) {  // PyTorch: batch averages of the per-instance mean / unbiased variance
       std::vector<double> bm(static_cast<size_t>(C), 0.0), bv(static_cast<size_t>(C), 0.0);
       for (int64_t n = 0; n < N; ++n)
@@ -448,7 +463,6 @@ py::object instance_norm_forward(py::handle x_, py::handle w_, py::handle b_, py
       update_running(run.mean, run.m, bm, momentum);
       update_running(run.var, run.v, bv, momentum);
     }
-    y = group_apply(v, C, gm, gr, w, b, out_, C);
   } else {
     if (!run.given())
       throw py::value_error("instance_norm with use_input_stats=False needs running_mean and running_var");

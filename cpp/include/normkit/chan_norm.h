@@ -70,7 +70,25 @@ struct ChanGradApplyArgs {
   int64_t coef_nstride;
 };
 
+// GroupNorm / InstanceNorm (Cg = C / G channels per group, Cg = 1 for InstanceNorm) forward in
+// the ncs layout, fused per (n, g): the group's Cg * S values are contiguous, so their
+// statistics are taken and they are normalized while still in cache (x is read from memory once
+// when a group fits in L2):
+//   mean[k], m2[k], rstd[k] = 1/sqrt(m2[k] / (Cg*S) + eps) for k = n * G + g            (= written)
+//   y = (x - mean[k]) * rstd[k] * weight[c] + bias[c]                                  (= written)
+// weight, bias: A[C] or nullptr (ones / zeros). y may equal x.
+struct GroupFwdArgs {
+  DType dtype;
+  int64_t N, C, S, G;
+  const void* x;
+  void* y;
+  const void* weight; const void* bias;
+  double eps;
+  double* mean; double* m2; double* rstd;
+};
+
 void chan_stats(const ChanStatsArgs& args);
+void group_norm_fwd_ncs(const GroupFwdArgs& args);
 void chan_affine(const ChanAffineArgs& args);
 void chan_grad_sums(const ChanGradSumsArgs& args);
 void chan_grad_apply(const ChanGradApplyArgs& args);

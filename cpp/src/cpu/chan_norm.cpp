@@ -237,6 +237,49 @@ template <class T> struct Kern {
     });
   }
 
+  // ---- fused GroupNorm / InstanceNorm forward (ncs)
+
+  // Mean and M2 of L contiguous values: two-pass units of kSpan merged in order.
+  static void block_stats(const T* p, int64_t L, double* mean, double* m2) {
+    double n = 0;
+    *mean = 0;
+    *m2 = 0;
+    for (int64_t k = 0; k * kSpan < L; ++k) {
+      double mb, qb;
+      const int64_t len = std::min(kSpan, L - k * kSpan);
+      run_stats(p + k * kSpan, len, &mb, &qb);
+      merge(n, static_cast<double>(len), 1, mean, m2, &mb, &qb, 1);
+      n += static_cast<double>(len);
+    }
+  }
+
+  static void group_fwd(const GroupFwdArgs& a) {
+    const int64_t G = a.G, Cg = a.C / G, S = a.S, L = Cg * S, nt = kernel_threads();
+    const T* x = static_cast<const T*>(a.x);
+    T* y = static_cast<T*>(a.y);
+    const A* w = static_cast<const A*>(a.weight);
+    const A* b = static_cast<const A*>(a.bias);
+    const bool streaming = use_streaming(2, a.N * a.C * S, sizeof(T));
+    par::parallel_ranges(nt, a.N * G, a.N * a.C * S, [&](int64_t k0, int64_t k1) {
+      for (int64_t k = k0; k < k1; ++k) {
+        const T* xb = x + k * L;
+        block_stats(xb, L, a.mean + k, a.m2 + k);
+        const double rstd = 1.0 / std::sqrt(a.m2[k] / static_cast<double>(L) + a.eps);
+        a.rstd[k] = rstd;
+        const V vm = set1(static_cast<A>(a.mean[k]));
+        for (int64_t cg = 0; cg < Cg; ++cg) {  // scalar: y = (x - mean) * (rstd * w[c]) + b[c]
+          const int64_t c = (k % G) * Cg + cg;
+          const V va = set1(static_cast<A>(rstd * (w ? static_cast<double>(w[c]) : 1.0)));
+          const V vb = set1(b ? b[c] : A(0));
+          const T* xs = xb + cg * S;
+          write_row(y + k * L + cg * S, S, streaming,
+                    [&](int64_t j, int64_t n) { return fma(load_n(xs, j, n) - vm, va, vb); });
+        }
+      }
+      if (streaming) stream_fence();
+    });
+  }
+
   // ---- backward sums
 
   static void grad_sums(const ChanGradSumsArgs& a) {
@@ -338,6 +381,9 @@ template <template <class> class K, class Args, class F> void by_dtype(const Arg
 
 void chan_stats(const ChanStatsArgs& a) {
   by_dtype<Kern>(a, [&](auto k) { decltype(k)::stats(a); });
+}
+void group_norm_fwd_ncs(const GroupFwdArgs& a) {
+  by_dtype<Kern>(a, [&](auto k) { decltype(k)::group_fwd(a); });
 }
 void chan_affine(const ChanAffineArgs& a) {
   by_dtype<Kern>(a, [&](auto k) { decltype(k)::affine(a); });
