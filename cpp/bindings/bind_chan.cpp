@@ -20,6 +20,10 @@ struct View {
   Layout layout;
   int64_t N, C, S;
   std::vector<int64_t> shape;
+  int64_t n0 = 0;  // first sample (a batch of samples [n0, n0 + N) of the array)
+  int64_t offset() const { return n0 * C * S * static_cast<int64_t>(x.itemsize()); }
+  const void* xp() const { return static_cast<const char*>(x.data()) + offset(); }
+  void* at(py::array& a) const { return static_cast<char*>(a.mutable_data()) + offset(); }
 };
 
 View chan_view(py::handle x_, int64_t channel_axis) {
@@ -43,7 +47,7 @@ View chan_view(py::handle x_, int64_t channel_axis) {
     x = py::module_::import("numpy").attr("ascontiguousarray")(x);
     if (!is_aligned(x)) x = x.attr("copy")();
   }
-  return {x, dt, layout, N, C, spatial, shape};
+  return {x, dt, layout, N, C, spatial, shape, 0};
 }
 
 // out= (or a new array) for y / dx, with x re-read from a copy when it partly overlaps out.
@@ -84,6 +88,24 @@ void check_momentum(double m) {
   }
 }
 
+// A 1-d/any float array's values as doubles (contiguous float32/float64 read directly).
+std::vector<double> doubles_of(const py::array& a) {
+  const auto n = static_cast<size_t>(a.size());
+  const int num = a.dtype().num();
+  if ((a.flags() & py::array::c_style) && is_aligned(a) && a.dtype().byteorder() != '>') {
+    if (num == py::detail::npy_api::NPY_DOUBLE_) {
+      const auto* p = static_cast<const double*>(a.data());
+      return std::vector<double>(p, p + n);
+    }
+    if (num == py::detail::npy_api::NPY_FLOAT_) {
+      const auto* p = static_cast<const float*>(a.data());
+      return std::vector<double>(p, p + n);
+    }
+  }
+  const py::array_t<double> d = py::module_::import("numpy").attr("ascontiguousarray")(a, "float64");
+  return std::vector<double>(d.data(), d.data() + n);
+}
+
 // Running statistics: both or neither; float ndarrays of shape (C,). Read as double.
 struct Running {
   py::object mean, var;  // the caller's arrays (updated in place) or None
@@ -102,8 +124,7 @@ Running running_stats(py::handle rm, py::handle rv, int64_t C, bool need_writeab
     if (shape_of(a) != std::vector<int64_t>{C})
       throw py::value_error(std::string(name) + " has shape " + shape_str(a) + "; expected " + shape_str({C}));
     if (need_writeable && !a.writeable()) throw py::value_error(std::string(name) + " is read-only");
-    const py::array_t<double> d = py::module_::import("numpy").attr("ascontiguousarray")(a, "float64");
-    dst->assign(d.data(), d.data() + C);
+    *dst = doubles_of(a);
   }
   return r;
 }
@@ -139,10 +160,7 @@ struct Coefs {
 std::vector<double> param_values(py::handle p, const char* name, const View& v, double fill, py::dtype* pdt) {
   const py::object a = param_acc(p, name, v.dt, {v.C}, pdt);
   std::vector<double> out(static_cast<size_t>(v.C), fill);
-  if (!a.is_none()) {
-    const py::array_t<double> d = py::module_::import("numpy").attr("ascontiguousarray")(a, "float64");
-    out.assign(d.data(), d.data() + v.C);
-  }
+  if (!a.is_none()) out = doubles_of(py::reinterpret_borrow<py::array>(a));
   return out;
 }
 
@@ -160,8 +178,8 @@ py::object to_param(const std::vector<double>& g, int64_t C, const py::dtype& pd
 
 // Elementwise y = (x - m) * a + b with coefficients per channel (ns = 0) or per (n, c) (ns = C).
 void apply_affine(const View& v, py::array& y, const Coefs& k, int64_t ns) {
-  ChanAffineArgs a{v.dt, v.layout, v.N, v.C, v.S, v.x.data(), y.mutable_data(), k.ptr(0), k.ptr(1), k.ptr(2), ns};
-  if (v.x.size() == 0) return;
+  ChanAffineArgs a{v.dt, v.layout, v.N, v.C, v.S, v.xp(), v.at(y), k.ptr(0), k.ptr(1), k.ptr(2), ns};
+  if (v.N * v.C * v.S == 0) return;
   py::gil_scoped_release nogil;
   chan_affine(a);
 }
@@ -179,8 +197,8 @@ void stats(const View& v, bool per_sample, std::vector<double>& mean, std::vecto
   const size_t n = static_cast<size_t>(per_sample ? v.N * v.C : v.C);
   mean.assign(n, 0.0);
   m2.assign(n, 0.0);
-  ChanStatsArgs a{v.dt, v.layout, v.N, v.C, v.S, v.x.data(), per_sample, mean.data(), m2.data()};
-  if (v.x.size() == 0) return;
+  ChanStatsArgs a{v.dt, v.layout, v.N, v.C, v.S, v.xp(), per_sample, mean.data(), m2.data()};
+  if (v.N * v.C * v.S == 0) return;
   py::gil_scoped_release nogil;
   chan_stats(a);
 }
@@ -197,10 +215,7 @@ void grad_sums(const View& v, const py::array& dy, const Coefs& mr, int64_t ns, 
   chan_grad_sums(a);
 }
 
-std::vector<double> as_doubles(const py::array& a) {
-  const py::array_t<double> d = py::module_::import("numpy").attr("ascontiguousarray")(a, "float64");
-  return std::vector<double>(d.data(), d.data() + d.size());
-}
+std::vector<double> as_doubles(const py::array& a) { return doubles_of(a); }
 
 // ---------------------------------------------------------------- BatchNorm
 
@@ -312,8 +327,9 @@ void group_stats(const View& v, int64_t G, double eps, std::vector<double>& gmea
 }
 
 // y with per-(n, c) coefficients from per-(n, g) statistics (shared by GroupNorm/InstanceNorm).
-py::array group_apply(View& v, int64_t G, const std::vector<double>& gm, const std::vector<double>& gr,
-                      const std::vector<double>& w, const std::vector<double>& b, py::handle out_, int64_t ns) {
+void group_apply(const View& v, int64_t G, const std::vector<double>& gm, const std::vector<double>& gr,
+                 const std::vector<double>& w, const std::vector<double>& b, py::array& y, int64_t ns) {
+  if (v.N * v.C * v.S == 0) return;
   const int64_t Cg = v.C / G, rows = ns ? v.N : 1;
   Coefs k(v.dt, rows * v.C, 3);
   for (int64_t n = 0; n < rows; ++n)
@@ -323,9 +339,34 @@ py::array group_apply(View& v, int64_t G, const std::vector<double>& gm, const s
       k.set(1, n * v.C + c, gr[g] * w[c]);
       k.set(2, n * v.C + c, b[c]);
     }
-  py::array y = output(out_, v);
   apply_affine(v, y, k, ns);
-  return y;
+}
+
+// Channels-last GroupNorm / InstanceNorm forward in batches of samples small enough to stay in
+// the cache between the statistics pass and the normalize pass (x is then read from memory once).
+void batched(const View& v, int64_t G, double eps, const std::vector<double>& w, const std::vector<double>& b,
+             py::array& y, std::vector<double>& gm, std::vector<double>& gr, std::vector<double>* im,
+             std::vector<double>* iq) {
+  constexpr int64_t kBatchBytes = int64_t{8} << 20;
+  const int64_t sample = v.C * v.S * static_cast<int64_t>(v.x.itemsize());
+  const int64_t per = std::max<int64_t>(1, kBatchBytes / std::max<int64_t>(sample, 1));
+  gm.clear();
+  gr.clear();
+  if (im) im->clear();
+  if (iq) iq->clear();
+  for (int64_t n0 = 0; n0 < v.N || (n0 == 0 && v.N == 0); n0 += per) {
+    View part = v;
+    part.n0 = n0;
+    part.N = std::min(per, v.N - n0);
+    std::vector<double> m, r, pm, pq;
+    group_stats(part, G, eps, m, r, im ? &pm : nullptr, iq ? &pq : nullptr);
+    group_apply(part, G, m, r, w, b, y, v.C);
+    gm.insert(gm.end(), m.begin(), m.end());
+    gr.insert(gr.end(), r.begin(), r.end());
+    if (im) im->insert(im->end(), pm.begin(), pm.end());
+    if (iq) iq->insert(iq->end(), pq.begin(), pq.end());
+    if (v.N == 0) break;
+  }
 }
 
 // Backward of the per-(n, g) normalization with per-channel weight (G = C: InstanceNorm).
@@ -410,8 +451,8 @@ py::object group_norm_forward(py::handle x_, int64_t G, py::handle w_, py::handl
   } else {
     const std::vector<double> w = param_values(w_, "weight", v, 1.0, nullptr);
     const std::vector<double> b = param_values(b_, "bias", v, 0.0, nullptr);
-    group_stats(v, G, eps, gm, gr);
-    y = group_apply(v, G, gm, gr, w, b, out_, v.C);
+    y = output(out_, v);
+    batched(v, G, eps, w, b, y, gm, gr, nullptr, nullptr);
   }
   if (!want_stats) return y;
   return py::make_tuple(y, acc_array({v.N, G}, v.dt, gm), acc_array({v.N, G}, v.dt, gr));
@@ -450,8 +491,8 @@ py::object instance_norm_forward(py::handle x_, py::handle w_, py::handle b_, py
       y = group_fused(v, C, w_, b_, eps, out_, gm, iq, gr);
       im = gm;
     } else {
-      group_stats(v, C, eps, gm, gr, &im, &iq);
-      y = group_apply(v, C, gm, gr, w, b, out_, C);
+      y = output(out_, v);
+      batched(v, C, eps, w, b, y, gm, gr, &im, &iq);
     }
     if (run.given() && N > 0) {  // PyTorch: batch averages of the per-instance mean / unbiased variance
       std::vector<double> bm(static_cast<size_t>(C), 0.0), bv(static_cast<size_t>(C), 0.0);
@@ -475,7 +516,8 @@ py::object instance_norm_forward(py::handle x_, py::handle w_, py::handle b_, py
       }
     std::vector<double> m1(run.m), r1(static_cast<size_t>(C));
     for (int64_t c = 0; c < C; ++c) r1[c] = 1.0 / std::sqrt(run.v[c] + eps);
-    y = group_apply(v, C, m1, r1, w, b, out_, 0);
+    y = output(out_, v);
+    group_apply(v, C, m1, r1, w, b, y, 0);
   }
   if (!want_stats) return y;
   return py::make_tuple(y, acc_array({N, C}, v.dt, gm), acc_array({N, C}, v.dt, gr));
