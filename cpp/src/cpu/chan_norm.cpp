@@ -9,6 +9,7 @@
 // with a large mean keep their precision.
 #include <cmath>
 #include <algorithm>
+#include <type_traits>
 #include <cstring>
 
 #include "kernel_util.h"
@@ -99,6 +100,53 @@ template <class T> struct Kern {
     }
   }
 
+  // rows_stats for C = K * W (K <= 8): the per-channel accumulators live in registers. Same
+  // operations in the same order as rows_stats, so the results are bitwise the same.
+  template <int K>
+  static void rows_stats_k(const T* x, int64_t r0, int64_t r1, double* om, double* oq) {
+    constexpr int64_t C = K * W;
+    V s[K], d[K], q[K];
+    for (int k = 0; k < K; ++k) s[k] = d[k] = q[k] = set1(A(0));
+    for (int64_t r = r0; r < r1; ++r)
+      for (int k = 0; k < K; ++k) s[k] = s[k] + loadu(x + r * C + k * W);  // scalar: sum[c] += x[r][c]
+    const V inv = set1(A(1) / static_cast<A>(r1 - r0));
+    for (int k = 0; k < K; ++k) s[k] = s[k] * inv;
+    for (int64_t r = r0; r < r1; ++r)
+      for (int k = 0; k < K; ++k) {  // scalar: e = x[r][c] - mean[c]; d[c] += e; q[c] += e * e
+        const V e = loadu(x + r * C + k * W) - s[k];
+        d[k] = d[k] + e;
+        q[k] = fma(e, e, q[k]);
+      }
+    A ms[C], ds[C], qs[C];
+    for (int k = 0; k < K; ++k) {
+      storeu(ms + k * W, s[k]);
+      storeu(ds + k * W, d[k]);
+      storeu(qs + k * W, q[k]);
+    }
+    const double inv_cnt = 1.0 / static_cast<double>(r1 - r0);
+    for (int64_t c = 0; c < C; ++c) {
+      const double dc = static_cast<double>(ds[c]);
+      om[c] = static_cast<double>(ms[c]) + dc * inv_cnt;
+      oq[c] = std::max(0.0, static_cast<double>(qs[c]) - dc * dc * inv_cnt);
+    }
+  }
+
+  // Calls f(std::integral_constant<int, C / W>) when C is 1..8 whole vectors; returns false otherwise.
+  template <class Fn> static bool with_vectors(int64_t C, Fn&& f) {
+    if (C % W != 0 || C / W > 8 || C == 0) return false;
+    switch (C / W) {
+      case 1: f(std::integral_constant<int, 1>{}); break;
+      case 2: f(std::integral_constant<int, 2>{}); break;
+      case 3: f(std::integral_constant<int, 3>{}); break;
+      case 4: f(std::integral_constant<int, 4>{}); break;
+      case 5: f(std::integral_constant<int, 5>{}); break;
+      case 6: f(std::integral_constant<int, 6>{}); break;
+      case 7: f(std::integral_constant<int, 7>{}); break;
+      default: f(std::integral_constant<int, 8>{}); break;
+    }
+    return true;
+  }
+
   static void stats(const ChanStatsArgs& a) {
     const int64_t N = a.N, C = a.C, S = a.S, nt = kernel_threads();
     const T* x = static_cast<const T*>(a.x);
@@ -132,7 +180,12 @@ template <class T> struct Kern {
     A* bufs = par::scratch<A>(1, nt * 3 * P);
     par::parallel_ranges(nt, U, N * C * S, [&](int64_t u0, int64_t u1) {
       A* buf = bufs + omp_get_thread_num() * 3 * P;
-      for (int64_t u = u0; u < u1; ++u) rows_stats(x, C, ru.begin(u), ru.end(u), buf, P, um + u * C, uq + u * C);
+      for (int64_t u = u0; u < u1; ++u) {
+        const bool done = with_vectors(C, [&](auto k) {
+          rows_stats_k<decltype(k)::value>(x, ru.begin(u), ru.end(u), um + u * C, uq + u * C);
+        });
+        if (!done) rows_stats(x, C, ru.begin(u), ru.end(u), buf, P, um + u * C, uq + u * C);
+      }
     });
     par::parallel_ranges(nt, ru.groups, U * C, [&](int64_t g0, int64_t g1) {
       for (int64_t g = g0; g < g1; ++g) {
@@ -335,8 +388,30 @@ template <class T> struct Kern {
       A* s1 = bufs + omp_get_thread_num() * 2 * P;
       A* s2 = s1 + P;
       for (int64_t u = u0; u < u1; ++u) {
-        std::memset(s1, 0, static_cast<size_t>(2 * P) * sizeof(A));
-        for (int64_t row = ru.begin(u); row < ru.end(u); ++row) {
+        // Coefficients are constant over a unit (per-sample units, or shared by all samples).
+        const bool fixed = a.per_sample || ns == 0;
+        const bool done = fixed && with_vectors(C, [&](auto kc) {
+          constexpr int K = decltype(kc)::value;
+          const A *mm = m + (ru.begin(u) / S) * ns, *rr = r + (ru.begin(u) / S) * ns;
+          V t1[K], t2[K], vm[K], vr[K];
+          for (int k = 0; k < K; ++k) {
+            t1[k] = t2[k] = set1(A(0));
+            vm[k] = loadu(mm + k * W);
+            vr[k] = loadu(rr + k * W);
+          }
+          for (int64_t row = ru.begin(u); row < ru.end(u); ++row)
+            for (int k = 0; k < K; ++k) {  // scalar: s1[c] += dy; s2[c] += dy * (x - m[c]) * r[c]
+              const V g = loadu(dy + row * C + k * W);
+              t1[k] = t1[k] + g;
+              t2[k] = fma(g, (loadu(x + row * C + k * W) - vm[k]) * vr[k], t2[k]);
+            }
+          for (int k = 0; k < K; ++k) {
+            storeu(s1 + k * W, t1[k]);
+            storeu(s2 + k * W, t2[k]);
+          }
+        });
+        if (!done) std::memset(s1, 0, static_cast<size_t>(2 * P) * sizeof(A));
+        for (int64_t row = ru.begin(u); !done && row < ru.end(u); ++row) {
           const A *mm = m + (row / S) * ns, *rr = r + (row / S) * ns;
           for (int64_t j = 0; j < C; j += W) {  // scalar: s1[c] += dy; s2[c] += dy * (x - m[c]) * r[c]
             const int64_t n = std::min(W, C - j);
