@@ -103,17 +103,17 @@ template <class T> struct Kern {
   // rows_stats for C = K * W (K <= 8): the per-channel accumulators live in registers. Same
   // operations in the same order as rows_stats, so the results are bitwise the same.
   template <int K>
-  static void rows_stats_k(const T* x, int64_t r0, int64_t r1, double* om, double* oq) {
-    constexpr int64_t C = K * W;
+  static void rows_stats_k(const T* x, int64_t stride, int64_t r0, int64_t r1, double* om, double* oq) {
+    constexpr int64_t C = K * W;  // channels of this block; rows are `stride` apart
     V s[K], d[K], q[K];
     for (int k = 0; k < K; ++k) s[k] = d[k] = q[k] = set1(A(0));
     for (int64_t r = r0; r < r1; ++r)
-      for (int k = 0; k < K; ++k) s[k] = s[k] + loadu(x + r * C + k * W);  // scalar: sum[c] += x[r][c]
+      for (int k = 0; k < K; ++k) s[k] = s[k] + loadu(x + r * stride + k * W);  // scalar: sum[c] += x[r][c]
     const V inv = set1(A(1) / static_cast<A>(r1 - r0));
     for (int k = 0; k < K; ++k) s[k] = s[k] * inv;
     for (int64_t r = r0; r < r1; ++r)
       for (int k = 0; k < K; ++k) {  // scalar: e = x[r][c] - mean[c]; d[c] += e; q[c] += e * e
-        const V e = loadu(x + r * C + k * W) - s[k];
+        const V e = loadu(x + r * stride + k * W) - s[k];
         d[k] = d[k] + e;
         q[k] = fma(e, e, q[k]);
       }
@@ -131,18 +131,21 @@ template <class T> struct Kern {
     }
   }
 
-  // Calls f(std::integral_constant<int, C / W>) when C is 1..8 whole vectors; returns false otherwise.
-  template <class Fn> static bool with_vectors(int64_t C, Fn&& f) {
-    if (C % W != 0 || C / W > 8 || C == 0) return false;
-    switch (C / W) {
-      case 1: f(std::integral_constant<int, 1>{}); break;
-      case 2: f(std::integral_constant<int, 2>{}); break;
-      case 3: f(std::integral_constant<int, 3>{}); break;
-      case 4: f(std::integral_constant<int, 4>{}); break;
-      case 5: f(std::integral_constant<int, 5>{}); break;
-      case 6: f(std::integral_constant<int, 6>{}); break;
-      case 7: f(std::integral_constant<int, 7>{}); break;
-      default: f(std::integral_constant<int, 8>{}); break;
+  // When C is whole vectors, calls f(c0, std::integral_constant<int, K>) for channel blocks
+  // [c0, c0 + K * W) of at most 8 vectors covering [0, C), and returns true; false otherwise.
+  template <class Fn> static bool by_blocks(int64_t C, Fn&& f) {
+    if (C % W != 0 || C == 0) return false;
+    for (int64_t c0 = 0; c0 < C; c0 += 8 * W) {
+      switch (std::min<int64_t>(8, (C - c0) / W)) {
+        case 1: f(c0, std::integral_constant<int, 1>{}); break;
+        case 2: f(c0, std::integral_constant<int, 2>{}); break;
+        case 3: f(c0, std::integral_constant<int, 3>{}); break;
+        case 4: f(c0, std::integral_constant<int, 4>{}); break;
+        case 5: f(c0, std::integral_constant<int, 5>{}); break;
+        case 6: f(c0, std::integral_constant<int, 6>{}); break;
+        case 7: f(c0, std::integral_constant<int, 7>{}); break;
+        default: f(c0, std::integral_constant<int, 8>{}); break;
+      }
     }
     return true;
   }
@@ -181,8 +184,8 @@ template <class T> struct Kern {
     par::parallel_ranges(nt, U, N * C * S, [&](int64_t u0, int64_t u1) {
       A* buf = bufs + omp_get_thread_num() * 3 * P;
       for (int64_t u = u0; u < u1; ++u) {
-        const bool done = with_vectors(C, [&](auto k) {
-          rows_stats_k<decltype(k)::value>(x, ru.begin(u), ru.end(u), um + u * C, uq + u * C);
+        const bool done = by_blocks(C, [&](int64_t c0, auto k) {
+          rows_stats_k<decltype(k)::value>(x + c0, C, ru.begin(u), ru.end(u), um + u * C + c0, uq + u * C + c0);
         });
         if (!done) rows_stats(x, C, ru.begin(u), ru.end(u), buf, P, um + u * C, uq + u * C);
       }
@@ -390,9 +393,9 @@ template <class T> struct Kern {
       for (int64_t u = u0; u < u1; ++u) {
         // Coefficients are constant over a unit (per-sample units, or shared by all samples).
         const bool fixed = a.per_sample || ns == 0;
-        const bool done = fixed && with_vectors(C, [&](auto kc) {
+        const bool done = fixed && by_blocks(C, [&](int64_t c0, auto kc) {
           constexpr int K = decltype(kc)::value;
-          const A *mm = m + (ru.begin(u) / S) * ns, *rr = r + (ru.begin(u) / S) * ns;
+          const A *mm = m + (ru.begin(u) / S) * ns + c0, *rr = r + (ru.begin(u) / S) * ns + c0;
           V t1[K], t2[K], vm[K], vr[K];
           for (int k = 0; k < K; ++k) {
             t1[k] = t2[k] = set1(A(0));
@@ -401,13 +404,13 @@ template <class T> struct Kern {
           }
           for (int64_t row = ru.begin(u); row < ru.end(u); ++row)
             for (int k = 0; k < K; ++k) {  // scalar: s1[c] += dy; s2[c] += dy * (x - m[c]) * r[c]
-              const V g = loadu(dy + row * C + k * W);
+              const V g = loadu(dy + row * C + c0 + k * W);
               t1[k] = t1[k] + g;
-              t2[k] = fma(g, (loadu(x + row * C + k * W) - vm[k]) * vr[k], t2[k]);
+              t2[k] = fma(g, (loadu(x + row * C + c0 + k * W) - vm[k]) * vr[k], t2[k]);
             }
           for (int k = 0; k < K; ++k) {
-            storeu(s1 + k * W, t1[k]);
-            storeu(s2 + k * W, t2[k]);
+            storeu(s1 + c0 + k * W, t1[k]);
+            storeu(s2 + c0 + k * W, t2[k]);
           }
         });
         if (!done) std::memset(s1, 0, static_cast<size_t>(2 * P) * sizeof(A));
