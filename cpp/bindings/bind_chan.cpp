@@ -2,6 +2,7 @@
 //
 // Each op is: validate, view x as (N, C, S) in its layout, one statistics (or backward sums)
 // kernel, O(N*C) coefficient math here in double, one elementwise kernel.
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <sstream>
@@ -128,12 +129,28 @@ Running running_stats(py::handle rm, py::handle rv, int64_t C, bool need_writeab
   }
   return r;
 }
+// Writes values into a float array (float32/float64 contiguous ones directly, any other float
+// dtype or layout through NumPy's assignment).
+void write_doubles(const py::object& dst, const std::vector<double>& vals) {
+  py::array a = py::reinterpret_borrow<py::array>(dst);
+  const int num = a.dtype().num();
+  if ((a.flags() & py::array::c_style) && is_aligned(a) && a.writeable() && a.dtype().byteorder() != '>' &&
+      (num == py::detail::npy_api::NPY_DOUBLE_ || num == py::detail::npy_api::NPY_FLOAT_)) {
+    if (num == py::detail::npy_api::NPY_DOUBLE_) std::copy(vals.begin(), vals.end(), static_cast<double*>(a.mutable_data()));
+    else std::transform(vals.begin(), vals.end(), static_cast<float*>(a.mutable_data()), [](double v) { return static_cast<float>(v); });
+    return;
+  }
+  py::array_t<double> nv(static_cast<py::ssize_t>(vals.size()));
+  std::copy(vals.begin(), vals.end(), nv.mutable_data());
+  dst.attr("__setitem__")(py::ellipsis(), nv);
+}
+
 // r = (1 - momentum) * r + momentum * batch, written into the caller's array (any float dtype).
 void update_running(const py::object& arr, const std::vector<double>& old, const std::vector<double>& batch,
                     double momentum) {
-  py::array_t<double> nv(static_cast<py::ssize_t>(old.size()));
-  for (size_t c = 0; c < old.size(); ++c) nv.mutable_data()[c] = (1.0 - momentum) * old[c] + momentum * batch[c];
-  arr.attr("__setitem__")(py::ellipsis(), nv);
+  std::vector<double> nv(old.size());
+  for (size_t c = 0; c < old.size(); ++c) nv[c] = (1.0 - momentum) * old[c] + momentum * batch[c];
+  write_doubles(arr, nv);
 }
 
 // Coefficient arrays in the accumulation type, padded so whole-vector loads stay in bounds.
@@ -164,17 +181,18 @@ std::vector<double> param_values(py::handle p, const char* name, const View& v, 
   return out;
 }
 
-py::array acc_array(const std::vector<int64_t>& shape, DType dt, const std::vector<double>& vals) {
-  py::array_t<double> d(std::vector<py::ssize_t>(shape.begin(), shape.end()));
-  std::copy(vals.begin(), vals.end(), d.mutable_data());
-  return d.attr("astype")(acc_dtype(dt));
+// A new array of the given dtype holding vals.
+py::array array_of(const std::vector<int64_t>& shape, const py::dtype& dtype, const std::vector<double>& vals) {
+  py::array a = empty(shape, dtype);
+  write_doubles(a, vals);
+  return a;
 }
 
-py::object to_param(const std::vector<double>& g, int64_t C, const py::dtype& pdt) {
-  py::array_t<double> d(C);
-  std::copy(g.begin(), g.end(), d.mutable_data());
-  return d.attr("astype")(pdt);
+py::array acc_array(const std::vector<int64_t>& shape, DType dt, const std::vector<double>& vals) {
+  return array_of(shape, acc_dtype(dt), vals);
 }
+
+py::object to_param(const std::vector<double>& g, int64_t C, const py::dtype& pdt) { return array_of({C}, pdt, g); }
 
 // Elementwise y = (x - m) * a + b with coefficients per channel (ns = 0) or per (n, c) (ns = C).
 void apply_affine(const View& v, py::array& y, const Coefs& k, int64_t ns) {
