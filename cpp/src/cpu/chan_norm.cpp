@@ -21,6 +21,7 @@ namespace {
 constexpr int64_t kSpan = 16384;      // ncs: values per unit
 constexpr int64_t kUnitElems = 32768;  // nsc: values per unit (rows * C) at least (stays in L2)
 constexpr int64_t kMaxRowUnits = 64;  // nsc: units per row group at most
+constexpr int64_t kMergeCost = 16;    // merging a unit's values is this much cheaper than computing them
 
 // Chan's merge of unit statistics (nb values, means mb, M2 qb) into running (na values, ma, qa),
 // for `count` outputs at once: every output of a merge step has the same counts, so the two
@@ -190,7 +191,7 @@ template <class T> struct Kern {
         if (!done) rows_stats(x, C, ru.begin(u), ru.end(u), buf, P, um + u * C, uq + u * C);
       }
     });
-    par::parallel_ranges(nt, ru.groups, U * C, [&](int64_t g0, int64_t g1) {
+    par::parallel_ranges(nt, ru.groups, U * C / kMergeCost, [&](int64_t g0, int64_t g1) {
       for (int64_t g = g0; g < g1; ++g) {
         std::fill(a.mean + g * C, a.mean + (g + 1) * C, 0.0);
         std::fill(a.m2 + g * C, a.m2 + (g + 1) * C, 0.0);
@@ -366,7 +367,7 @@ template <class T> struct Kern {
           u2s[u] = reduce_add((s2[0] + s2[1]) + (s2[2] + s2[3]));
         }
       });
-      par::parallel_ranges(nt, nout, U, [&](int64_t o0, int64_t o1) {
+      par::parallel_ranges(nt, nout, U / kMergeCost, [&](int64_t o0, int64_t o1) {
         for (int64_t o = o0; o < o1; ++o) {
           double t1 = 0, t2 = 0;
           for (int64_t s = 0; s < (a.per_sample ? 1 : N); ++s) {
@@ -431,7 +432,7 @@ template <class T> struct Kern {
         }
       }
     });
-    par::parallel_ranges(nt, ru.groups, U * C, [&](int64_t g0, int64_t g1) {
+    par::parallel_ranges(nt, ru.groups, U * C / kMergeCost, [&](int64_t g0, int64_t g1) {
       for (int64_t g = g0; g < g1; ++g)
         for (int64_t c = 0; c < C; ++c) {
           double t1 = 0, t2 = 0;
