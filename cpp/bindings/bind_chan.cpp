@@ -441,8 +441,7 @@ py::array group_fused(View& v, int64_t G, py::handle w_, py::handle b_, double e
   gm.assign(k, kNaN);
   gq.assign(k, kNaN);
   gr.assign(k, kNaN);
-  const auto ptr = [](const py::object& o) { return o.is_none() ? nullptr : py::reinterpret_borrow<py::array>(o).data(); };
-  GroupFwdArgs a{v.dt, v.N, v.C, v.S, G, v.x.data(), y.mutable_data(), ptr(w), ptr(b), eps, gm.data(), gq.data(), gr.data()};
+  GroupFwdArgs a{v.dt, v.N, v.C, v.S, G, v.x.data(), y.mutable_data(), ptr_or_null(w), ptr_or_null(b), eps, gm.data(), gq.data(), gr.data()};
   if (v.x.size() > 0) {
     py::gil_scoped_release nogil;
     group_norm_fwd_ncs(a);

@@ -7,10 +7,6 @@
 namespace nk::bind {
 namespace {
 
-const void* ptr_or_null(const py::object& a) {
-  return a.is_none() ? nullptr : py::reinterpret_borrow<py::array>(a).data();
-}
-
 // Re-reads `rows` from a private copy when it overlaps `out` in any way other than in place.
 void protect_from(Rows& rows, const py::array& out, int64_t axis) {
   if (overlaps(rows.arr, out) && !same_layout(rows.arr, out)) rows = rows_of(py::array(rows.arr.attr("copy")()), axis);

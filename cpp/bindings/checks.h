@@ -62,6 +62,11 @@ py::object param_acc(py::handle p, const char* name, DType dt, const std::vector
 // Saved statistic (mean/rstd): any float dtype, given shape; converted to the accumulation dtype.
 py::array stat_acc(py::handle p, const char* name, DType dt, const std::vector<int64_t>& shape);
 
+// Data pointer of an optional array (param_acc's result), nullptr for None.
+inline const void* ptr_or_null(const py::object& a) {
+  return a.is_none() ? nullptr : py::reinterpret_borrow<py::array>(a).data();
+}
+
 // eps > 0 and finite (ValueError otherwise).
 void check_eps(double eps, const char* name = "eps");
 

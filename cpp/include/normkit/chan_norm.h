@@ -23,7 +23,7 @@ namespace nk {
 enum class Layout : int { ncs = 0, nsc = 1 };
 
 // Per-channel statistics over s (per_sample) or over (n, s) (!per_sample):
-//   count[k] = number of values, mean[k] = their mean, m2[k] = sum((x - mean)^2)   (= written)
+//   mean[k] = mean of the values, m2[k] = sum((x - mean)^2)                        (= written)
 // with k = n * C + c (per_sample, arrays [N*C]) or k = c (arrays [C]).
 struct ChanStatsArgs {
   DType dtype; Layout layout;
