@@ -7,25 +7,11 @@
 #include <limits>
 #include <sstream>
 
+#include "chan_view.h"
 #include "checks.h"
 #include "normkit/chan_norm.h"
 
 namespace nk::bind {
-namespace {
-
-constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-
-struct View {
-  py::array x;  // C-contiguous and aligned (the input or a copy)
-  DType dt;
-  Layout layout;
-  int64_t N, C, S;
-  std::vector<int64_t> shape;
-  int64_t n0 = 0;  // first sample (a batch of samples [n0, n0 + N) of the array)
-  int64_t offset() const { return n0 * C * S * static_cast<int64_t>(x.itemsize()); }
-  const void* xp() const { return static_cast<const char*>(x.data()) + offset(); }
-  void* at(py::array& a) const { return static_cast<char*>(a.mutable_data()) + offset(); }
-};
 
 View chan_view(py::handle x_, int64_t channel_axis) {
   py::array x = as_ndarray(x_, "x");
@@ -80,6 +66,11 @@ py::array same_as_x(py::handle a_, const char* name, const View& v) {
   }
   return a;
 }
+
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
 
 void check_momentum(double m) {
   if (!(m >= 0.0 && m <= 1.0)) {

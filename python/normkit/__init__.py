@@ -38,6 +38,9 @@ from .channel import (
     instance_norm_forward,
     keras_momentum,
 )
+from . import random
+from .dropout import dropout, dropout_backward, dropout_forward
+from .lrn import local_response_norm, local_response_norm_backward, local_response_norm_forward
 from .norm import (
     add_layer_norm,
     add_layer_norm_forward,
@@ -65,6 +68,9 @@ __all__ = [
     "batch_norm_backward",
     "batch_norm_forward",
     "bfloat16",
+    "dropout",
+    "dropout_backward",
+    "dropout_forward",
     "get_isa",
     "get_num_threads",
     "group_norm",
@@ -76,10 +82,14 @@ __all__ = [
     "instance_norm_forward",
     "keras_momentum",
     "layer_norm",
+    "local_response_norm",
+    "local_response_norm_backward",
+    "local_response_norm_forward",
     "layer_norm_backward",
     "layer_norm_forward",
     "rms_norm",
     "rms_norm_backward",
+    "random",
     "rms_norm_forward",
     "set_isa",
     "set_num_threads",

@@ -26,6 +26,11 @@ _EXPECTED = {
     "momentum": _REAL,
     "training": _BOOL,
     "use_input_stats": _BOOL,
+    "p": _REAL,
+    "size": _INT,
+    "alpha": _REAL,
+    "beta": _REAL,
+    "k": _REAL,
 }
 
 

@@ -13,6 +13,8 @@
 #include <vector>
 
 #include "normkit/chan_norm.h"
+#include "normkit/dropout.h"
+#include "normkit/lrn.h"
 #include "normkit/norm.h"
 #include "normkit/runtime.h"
 

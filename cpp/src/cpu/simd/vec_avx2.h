@@ -20,6 +20,46 @@ inline VD operator-(VD a, VD b) { return {_mm256_sub_pd(a.v, b.v)}; }
 inline VD operator*(VD a, VD b) { return {_mm256_mul_pd(a.v, b.v)}; }
 inline VF fma(VF a, VF b, VF c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }  // a * b + c
 inline VD fma(VD a, VD b, VD c) { return {_mm256_fmadd_pd(a.v, b.v, c.v)}; }
+inline VF operator/(VF a, VF b) { return {_mm256_div_ps(a.v, b.v)}; }
+inline VD operator/(VD a, VD b) { return {_mm256_div_pd(a.v, b.v)}; }
+inline VF vsqrt(VF a) { return {_mm256_sqrt_ps(a.v)}; }
+inline VD vsqrt(VD a) { return {_mm256_sqrt_pd(a.v)}; }
+// widen: float lanes [0, W/2) -> lo and [W/2, W) -> hi as doubles (exact); narrow: the inverse,
+// rounded to float.
+inline void widen(VF a, VD& lo, VD& hi) {
+  lo = {_mm256_cvtps_pd(_mm256_castps256_ps128(a.v))};
+  hi = {_mm256_cvtps_pd(_mm256_extractf128_ps(a.v, 1))};
+}
+inline VF narrow(VD lo, VD hi) {
+  return {_mm256_insertf128_ps(_mm256_castps128_ps256(_mm256_cvtpd_ps(lo.v)), _mm256_cvtpd_ps(hi.v), 1)};
+}
+// ---- uint32 lanes (counter-based RNG)
+struct VU { static constexpr int64_t W = 8; __m256i v; };
+inline VU set1_u32(uint32_t s) { return {_mm256_set1_epi32(static_cast<int>(s))}; }
+inline VU loadu(const uint32_t* p) { return {_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))}; }
+inline void storeu(uint32_t* p, VU a) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), a.v); }
+inline VU operator^(VU a, VU b) { return {_mm256_xor_si256(a.v, b.v)}; }
+inline VU operator+(VU a, VU b) { return {_mm256_add_epi32(a.v, b.v)}; }
+// Lanes i of v where r[i] >= t, +0 elsewhere (reads W words of r; exact for inf/NaN v).
+inline VF keep_if_ge(VF v, const uint32_t* r, uint32_t t) {
+  const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(r));
+  const __m256i ge = _mm256_cmpeq_epi32(_mm256_max_epu32(w, _mm256_set1_epi32(static_cast<int>(t))), w);
+  return {_mm256_and_ps(v.v, _mm256_castsi256_ps(ge))};
+}
+inline VD keep_if_ge(VD v, const uint32_t* r, uint32_t t) {
+  const __m128i w = _mm_loadu_si128(reinterpret_cast<const __m128i*>(r));
+  const __m128i ge = _mm_cmpeq_epi32(_mm_max_epu32(w, _mm_set1_epi32(static_cast<int>(t))), w);
+  return {_mm256_and_pd(v.v, _mm256_castsi256_pd(_mm256_cvtepi32_epi64(ge)))};
+}
+// hi:lo = a * m as 64-bit products, per lane.
+inline void mul_hi_lo(VU a, uint32_t m, VU& hi, VU& lo) {
+  const __m256i vm = _mm256_set1_epi32(static_cast<int>(m));
+  const __m256i pe = _mm256_mul_epu32(a.v, vm);                          // even lanes
+  const __m256i po = _mm256_mul_epu32(_mm256_srli_epi64(a.v, 32), vm);   // odd lanes
+  lo = {_mm256_blend_epi32(pe, _mm256_slli_epi64(po, 32), 0xAA)};
+  hi = {_mm256_blend_epi32(_mm256_srli_epi64(pe, 32), po, 0xAA)};
+}
+
 inline VF set1(float s) { return {_mm256_set1_ps(s)}; }
 inline VD set1(double s) { return {_mm256_set1_pd(s)}; }
 

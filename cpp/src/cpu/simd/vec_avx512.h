@@ -21,6 +21,45 @@ inline VD operator-(VD a, VD b) { return {_mm512_sub_pd(a.v, b.v)}; }
 inline VD operator*(VD a, VD b) { return {_mm512_mul_pd(a.v, b.v)}; }
 inline VF fma(VF a, VF b, VF c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }  // a * b + c
 inline VD fma(VD a, VD b, VD c) { return {_mm512_fmadd_pd(a.v, b.v, c.v)}; }
+inline VF operator/(VF a, VF b) { return {_mm512_div_ps(a.v, b.v)}; }
+inline VD operator/(VD a, VD b) { return {_mm512_div_pd(a.v, b.v)}; }
+inline VF vsqrt(VF a) { return {_mm512_sqrt_ps(a.v)}; }
+inline VD vsqrt(VD a) { return {_mm512_sqrt_pd(a.v)}; }
+// widen: float lanes [0, W/2) -> lo and [W/2, W) -> hi as doubles (exact); narrow: the inverse,
+// rounded to float.
+inline void widen(VF a, VD& lo, VD& hi) {
+  lo = {_mm512_cvtps_pd(_mm512_castps512_ps256(a.v))};
+  hi = {_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a.v), 1)))};
+}
+inline VF narrow(VD lo, VD hi) {
+  const __m512d l = _mm512_castps_pd(_mm512_castps256_ps512(_mm512_cvtpd_ps(lo.v)));
+  return {_mm512_castpd_ps(_mm512_insertf64x4(l, _mm256_castps_pd(_mm512_cvtpd_ps(hi.v)), 1))};
+}
+// ---- uint32 lanes (counter-based RNG)
+struct VU { static constexpr int64_t W = 16; __m512i v; };
+inline VU set1_u32(uint32_t s) { return {_mm512_set1_epi32(static_cast<int>(s))}; }
+inline VU loadu(const uint32_t* p) { return {_mm512_loadu_si512(p)}; }
+inline void storeu(uint32_t* p, VU a) { _mm512_storeu_si512(p, a.v); }
+inline VU operator^(VU a, VU b) { return {_mm512_xor_si512(a.v, b.v)}; }
+inline VU operator+(VU a, VU b) { return {_mm512_add_epi32(a.v, b.v)}; }
+// Lanes i of v where r[i] >= t, +0 elsewhere (reads W words of r; exact for inf/NaN v).
+inline VF keep_if_ge(VF v, const uint32_t* r, uint32_t t) {
+  const __mmask16 k = _mm512_cmpge_epu32_mask(_mm512_loadu_si512(r), _mm512_set1_epi32(static_cast<int>(t)));
+  return {_mm512_maskz_mov_ps(k, v.v)};
+}
+inline VD keep_if_ge(VD v, const uint32_t* r, uint32_t t) {
+  const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(r));
+  return {_mm512_maskz_mov_pd(_mm256_cmpge_epu32_mask(w, _mm256_set1_epi32(static_cast<int>(t))), v.v)};
+}
+// hi:lo = a * m as 64-bit products, per lane.
+inline void mul_hi_lo(VU a, uint32_t m, VU& hi, VU& lo) {
+  const __m512i vm = _mm512_set1_epi32(static_cast<int>(m));
+  const __m512i pe = _mm512_mul_epu32(a.v, vm);                          // even lanes
+  const __m512i po = _mm512_mul_epu32(_mm512_srli_epi64(a.v, 32), vm);   // odd lanes
+  lo = {_mm512_mask_blend_epi32(0xAAAA, pe, _mm512_slli_epi64(po, 32))};
+  hi = {_mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(pe, 32), po)};
+}
+
 inline VF set1(float s) { return {_mm512_set1_ps(s)}; }
 inline VD set1(double s) { return {_mm512_set1_pd(s)}; }
 inline float reduce_add(VF a) { return _mm512_reduce_add_ps(a.v); }  // fixed shuffle tree

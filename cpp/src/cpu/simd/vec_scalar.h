@@ -21,12 +21,57 @@ struct VD { static constexpr int64_t W = 4;  double v[W]; };
   }
 NK_SCALAR_BINOP(VF, +) NK_SCALAR_BINOP(VF, -) NK_SCALAR_BINOP(VF, *)
 NK_SCALAR_BINOP(VD, +) NK_SCALAR_BINOP(VD, -) NK_SCALAR_BINOP(VD, *)
+NK_SCALAR_BINOP(VF, /) NK_SCALAR_BINOP(VD, /)
 #undef NK_SCALAR_BINOP
 
 template <class V, class S>
 inline V splat(S s) { V r; for (int64_t i = 0; i < V::W; ++i) r.v[i] = s; return r; }
 inline VF set1(float s) { return splat<VF>(s); }
 inline VD set1(double s) { return splat<VD>(s); }
+
+template <class V> inline V vsqrt(const V& a) {
+  V r;
+  for (int64_t i = 0; i < V::W; ++i) r.v[i] = std::sqrt(a.v[i]);
+  return r;
+}
+// widen: float lanes [0, W/2) -> lo and [W/2, W) -> hi as doubles (exact); narrow: the inverse,
+// rounded to float.
+inline void widen(const VF& a, VD& lo, VD& hi) {
+  for (int64_t i = 0; i < VD::W; ++i) {
+    lo.v[i] = a.v[i];
+    hi.v[i] = a.v[i + VD::W];
+  }
+}
+inline VF narrow(const VD& lo, const VD& hi) {
+  VF r;
+  for (int64_t i = 0; i < VD::W; ++i) {
+    r.v[i] = static_cast<float>(lo.v[i]);
+    r.v[i + VD::W] = static_cast<float>(hi.v[i]);
+  }
+  return r;
+}
+
+// ---- uint32 lanes (counter-based RNG)
+struct VU { static constexpr int64_t W = 8; uint32_t v[W]; };
+inline VU set1_u32(uint32_t s) { return splat<VU>(s); }
+inline VU loadu(const uint32_t* p) { VU r; std::memcpy(r.v, p, sizeof r.v); return r; }
+inline void storeu(uint32_t* p, const VU& a) { std::memcpy(p, a.v, sizeof a.v); }
+inline VU operator^(const VU& a, const VU& b) { VU r; for (int64_t i = 0; i < VU::W; ++i) r.v[i] = a.v[i] ^ b.v[i]; return r; }
+inline VU operator+(const VU& a, const VU& b) { VU r; for (int64_t i = 0; i < VU::W; ++i) r.v[i] = a.v[i] + b.v[i]; return r; }
+// Lanes i of v where r[i] >= t, +0 elsewhere (reads W words of r; exact for inf/NaN v).
+template <class V> inline V keep_if_ge(const V& v, const uint32_t* r, uint32_t t) {
+  V o;
+  for (int64_t i = 0; i < V::W; ++i) o.v[i] = r[i] >= t ? v.v[i] : 0;
+  return o;
+}
+// hi:lo = a * m as 64-bit products, per lane.
+inline void mul_hi_lo(const VU& a, uint32_t m, VU& hi, VU& lo) {
+  for (int64_t i = 0; i < VU::W; ++i) {
+    const uint64_t p = static_cast<uint64_t>(a.v[i]) * m;
+    hi.v[i] = static_cast<uint32_t>(p >> 32);
+    lo.v[i] = static_cast<uint32_t>(p);
+  }
+}
 
 // fma(a, b, c) = a * b + c (two roundings here; one on the FMA ISAs)
 template <class V> inline V fma(const V& a, const V& b, const V& c) { return a * b + c; }
