@@ -243,3 +243,61 @@ def instance_norm_backward(dy, x, mean, rstd, weight=None, use_input_stats=True,
         dx = g * s
     axes = _not_channel(nd)
     return _from_nc(dx, channel_axis), (d * xhat).sum(axis=axes), d.sum(axis=axes)
+
+
+# ---- dropout: the documented Philox4x32-10 element stream (pure Python integers)
+
+_M0, _M1, _W0, _W1 = 0xD2511F53, 0xCD9E8D57, 0x9E3779B9, 0xBB67AE85
+_U32 = 0xFFFFFFFF
+
+
+def philox4x32_10(ctr, key):
+    """Philox4x32-10 of a 4-word counter and 2-word key (Salmon et al., SC'11)."""
+    c0, c1, c2, c3 = ctr
+    k0, k1 = key
+    for r in range(10):
+        if r:
+            k0, k1 = (k0 + _W0) & _U32, (k1 + _W1) & _U32
+        p0, p1 = _M0 * c0, _M1 * c2
+        c0, c1, c2, c3 = ((p1 >> 32) ^ c1 ^ k0), p1 & _U32, ((p0 >> 32) ^ c3 ^ k1), p0 & _U32
+    return c0, c1, c2, c3
+
+
+def philox_u32(seed, i):
+    """Word of element i: block (i // 64) * 16 + i % 16, word (i % 64) // 16."""
+    b = (i // 64) * 16 + i % 16
+    return philox4x32_10((b & _U32, b >> 32, 0, 0), (seed & _U32, seed >> 32))[(i % 64) // 16]
+
+
+def dropout_keep(seed, p, indices):
+    t = int(np.floor(p * 2.0**32))
+    return np.array([philox_u32(seed, int(i)) >= t for i in indices], dtype=bool)
+
+
+# ---- local response norm (PyTorch centring: size // 2 before, (size - 1) // 2 after)
+
+
+def _lrn_window(v, size, channel_axis, before, after):
+    """sum over the window along the channel axis, zero padded (float64)."""
+    c = channel_axis % v.ndim
+    vm = np.moveaxis(v, c, -1)
+    C = vm.shape[-1]
+    pad = np.zeros(vm.shape[:-1] + (C + before + after,))
+    pad[..., before : before + C] = vm
+    out = sum(pad[..., d : d + C] for d in range(size))
+    return np.moveaxis(out, -1, c)
+
+
+def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0, channel_axis=1):
+    """Returns (y, scale) in float64."""
+    x64 = _f64(x)
+    scale = k + alpha / size * _lrn_window(x64 * x64, size, channel_axis, size // 2, (size - 1) // 2)
+    return x64 * scale**-beta, scale
+
+
+def local_response_norm_backward(dy, x, size, alpha=1e-4, beta=0.75, k=1.0, channel_axis=1):
+    """dx in float64 (from x; the forward is recomputed in float64)."""
+    y, scale = local_response_norm(x, size, alpha, beta, k, channel_axis)
+    dy64, x64 = _f64(dy), _f64(x)
+    t = _lrn_window(dy64 * y / scale, size, channel_axis, (size - 1) // 2, size // 2)
+    return dy64 * scale**-beta - 2.0 * alpha * beta / size * x64 * t

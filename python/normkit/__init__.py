@@ -17,6 +17,7 @@ _core._set_bfloat16_dtype(_np.dtype(_ml_dtypes.bfloat16))
 if _core.isa_env_error():
     _warnings.warn(_core.isa_env_error(), RuntimeWarning, stacklevel=2)
 
+from . import random
 from ._runtime import (
     available_isas,
     get_isa,
@@ -38,7 +39,6 @@ from .channel import (
     instance_norm_forward,
     keras_momentum,
 )
-from . import random
 from .dropout import dropout, dropout_backward, dropout_forward
 from .lrn import local_response_norm, local_response_norm_backward, local_response_norm_forward
 from .norm import (
@@ -82,14 +82,14 @@ __all__ = [
     "instance_norm_forward",
     "keras_momentum",
     "layer_norm",
+    "layer_norm_backward",
+    "layer_norm_forward",
     "local_response_norm",
     "local_response_norm_backward",
     "local_response_norm_forward",
-    "layer_norm_backward",
-    "layer_norm_forward",
+    "random",
     "rms_norm",
     "rms_norm_backward",
-    "random",
     "rms_norm_forward",
     "set_isa",
     "set_num_threads",

@@ -91,7 +91,19 @@ template <class T> struct Kern {
       if (c + hi < C) enter(c + hi);
       if (c - lo - 1 >= 0) {
         const double* r = row(c - lo - 1);
-        for (int64_t j = 0; j < L; ++j) sum[j] -= r[j];  // scalar: sum -= term(c - lo - 1)
+        bool nonfinite = false;
+        for (int64_t j = 0; j < L; ++j) {  // scalar: sum -= term(c - lo - 1)
+          sum[j] -= r[j];
+          nonfinite |= (sum[j] - sum[j]) != 0.0;
+        }
+        // inf/NaN cannot be subtracted out again: those positions take the window's direct sum,
+        // so a NaN stays inside the windows that hold it.
+        for (int64_t j = 0; nonfinite && j < L; ++j)
+          if (!std::isfinite(sum[j])) {
+            double t = 0;
+            for (int64_t q = std::max<int64_t>(0, c - lo); q <= std::min(C - 1, c + hi); ++q) t += row(q)[j];
+            sum[j] = t;
+          }
       }
       out(c);
     }
@@ -195,6 +207,10 @@ template <class T> struct Kern {
     win[0] = s;
     for (int64_t c = 1; c < C; ++c) {  // scalar: running sum along the row
       s += p[c + size - 1] - p[c - 1];
+      if (!std::isfinite(s)) {  // inf/NaN cannot be subtracted out: direct sum of the window
+        s = 0;
+        for (int64_t d = 0; d < size; ++d) s += p[c + d];
+      }
       win[c] = s;
     }
   }
