@@ -27,7 +27,7 @@ def test_reference_backward_matches_finite_differences():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 6, 3))
     dy = rng.standard_normal(x.shape)
-    kw = dict(alpha=0.3, beta=0.75, k=1.5, channel_axis=1)
+    kw = {"alpha": 0.3, "beta": 0.75, "k": 1.5, "channel_axis": 1}
     dx = ref.local_response_norm_backward(dy, x, 3, **kw)
     num = np.zeros_like(x)
     h = 1e-6
@@ -43,7 +43,7 @@ def test_reference_backward_matches_finite_differences():
 @pytest.mark.parametrize("ca", [1, -1])
 @pytest.mark.parametrize("shape,size", CASES)
 def test_forward_backward(isa, rng, dtype, ca, shape, size):
-    kw = dict(alpha=0.5, beta=0.75, k=1.0)
+    kw = {"alpha": 0.5, "beta": 0.75, "k": 1.0}
     x = _layout(randn(rng, shape, dtype, scale=2.0), ca)
     dy = _layout(randn(rng, shape, dtype), ca)
     x_before = x.copy()
