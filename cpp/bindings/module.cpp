@@ -12,6 +12,7 @@
 namespace nk::bind {
 void bind_norm(py::module_& m);
 void bind_chan(py::module_& m);
+void bind_reg(py::module_& m);
 }
 
 PYBIND11_MODULE(_core, m) {
@@ -40,4 +41,5 @@ PYBIND11_MODULE(_core, m) {
   m.def("_set_bfloat16_dtype", &nk::bind::set_bfloat16_dtype, py::arg("dtype"));
   nk::bind::bind_norm(m);
   nk::bind::bind_chan(m);
+  nk::bind::bind_reg(m);
 }

@@ -14,6 +14,7 @@
 
 #include "normkit/chan_norm.h"
 #include "normkit/norm.h"
+#include "normkit/regularize.h"
 #include "normkit/runtime.h"
 
 namespace nk::cpu {
