@@ -24,6 +24,11 @@ _EXPECTED = {
     "num_groups": _INT,
     "eps": _REAL,
     "momentum": _REAL,
+    "lam": _REAL,
+    "threshold": _REAL,
+    "lr": _REAL,
+    "wd": _REAL,
+    "max_value": _REAL,
     "training": _BOOL,
     "use_input_stats": _BOOL,
 }
