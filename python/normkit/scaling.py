@@ -45,7 +45,7 @@ def _axis(axis: object, ndim: int) -> int:
 def _samples_first(x: Array, axis: int) -> Array:
     """x with the sample axis first, as (n_samples, n_features) (a view when possible)."""
     xm = np.moveaxis(x, axis, 0)
-    return xm.reshape(xm.shape[0], -1)
+    return xm.reshape(xm.shape[0], int(np.prod(xm.shape[1:], dtype=np.int64)))
 
 
 def _from_samples_first(y2: Array, x: Array, axis: int) -> Array:

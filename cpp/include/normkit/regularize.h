@@ -11,8 +11,8 @@
 //                float32 (float64 for f64) vector lanes, each block's total is added in double;
 //                the unit totals of a row are added in double in unit order.
 //   col_stats:   rows are cut into par::row_chunks(M, N); a chunk takes a two-pass mean/M2 per
-//                column (float32/float64 lanes, totals in double) and chunks are merged with
-//                Chan's formula in double, in chunk order.
+//                column (float32/float64 lanes over blocks of 64 rows, block totals added in
+//                double) and chunks are merged with Chan's formula in double, in chunk order.
 #pragma once
 #include <cstdint>
 

@@ -5,7 +5,8 @@
 //   total into a double, so float32 rounding only ever spans kBlock / (4 W) additions per lane.
 //   Unit totals land in a scratch array indexed by unit and are added in unit order.
 // col_stats: fixed row chunks (par::row_chunks); per chunk a two-pass mean/M2 per column plus
-//   min/max, merged with Chan's formula in double in chunk order.
+//   min/max (column sums taken in blocks of kRowBlock rows, each block's sums added in double),
+//   merged with Chan's formula in double in chunk order.
 // Both are bitwise identical for any thread count.
 #include <algorithm>
 #include <cmath>
@@ -20,6 +21,7 @@ namespace {
 
 constexpr int64_t kUnit = 16384;  // values per reduction unit (parallel granularity)
 constexpr int64_t kBlock = 256;   // values per compute-type block inside a unit
+constexpr int64_t kRowBlock = 64;  // col_stats: rows per compute-type block inside a chunk
 
 template <class T> struct Kern {
   using A = Acc<T>;
@@ -125,37 +127,49 @@ template <class T> struct Kern {
 
   // ---- column statistics
 
-  // Two-pass mean/M2 and min/max per column over rows [r0, r1) of x (row stride ld);
-  // buf holds 5 padded rows of A.
-  static void chunk_stats(const T* x, int64_t ld, int64_t N, int64_t r0, int64_t r1, A* buf, int64_t P, double* om,
-                          double* oq, double* omin, double* omax) {
-    A *sum = buf, *sd = buf + P, *sq = buf + 2 * P, *mn = buf + 3 * P, *mx = buf + 4 * P;
+  // Two-pass mean/M2 and min/max per column over rows [r0, r1) of x (row stride ld). Column
+  // accumulators of the compute type are flushed into double every kRowBlock rows, so float32
+  // rounding never spans more than kRowBlock additions. buf: 5 padded rows of A; dbuf: 3 of double.
+  static void chunk_stats(const T* x, int64_t ld, int64_t N, int64_t r0, int64_t r1, A* buf, double* dbuf, int64_t P,
+                          double* om, double* oq, double* omin, double* omax) {
+    A *sum = buf, *mn = buf + P, *mx = buf + 2 * P, *sd = buf + 3 * P, *sq = buf + 4 * P;
+    double *dsum = dbuf, *dsd = dbuf + P, *dsq = dbuf + 2 * P;
     const A inf = std::numeric_limits<A>::infinity();
-    std::fill(buf, buf + 3 * P, A(0));
     std::fill(mn, mn + P, inf);
     std::fill(mx, mx + P, -inf);
-    for (int64_t r = r0; r < r1; ++r)
-      for (int64_t j = 0; j < N; j += W) {  // scalar: sum[c] += x; mn[c] = min(x, mn[c]); mx[c] = max(x, mx[c])
-        const V v = load_n(x + r * ld, j, std::min(W, N - j));
-        storeu(sum + j, loadu(sum + j) + v);
-        storeu(mn + j, min(v, loadu(mn + j)));
-        storeu(mx + j, max(v, loadu(mx + j)));
-      }
-    const A inv = A(1) / static_cast<A>(r1 - r0);
-    for (int64_t j = 0; j < N; j += W) storeu(sum + j, loadu(sum + j) * set1(inv));  // now the first-pass mean
-    for (int64_t r = r0; r < r1; ++r)
-      for (int64_t j = 0; j < N; j += W) {  // scalar: d = x - mean[c]; sd[c] += d; sq[c] += d * d
-        const int64_t n = std::min(W, N - j);
-        V d = load_n(x + r * ld, j, n) - loadu(sum + j);
-        if (n < W) d = keep_first(d, n);
-        storeu(sd + j, loadu(sd + j) + d);
-        storeu(sq + j, fma(d, d, loadu(sq + j)));
-      }
+    std::fill(dbuf, dbuf + 3 * P, 0.0);
+    for (int64_t b = r0; b < r1; b += kRowBlock) {
+      std::fill(sum, sum + P, A(0));
+      for (int64_t r = b; r < std::min(r1, b + kRowBlock); ++r)
+        for (int64_t j = 0; j < N; j += W) {  // scalar: sum[c] += x; mn[c] = min(x, mn[c]); mx[c] = max(x, mx[c])
+          const V v = load_n(x + r * ld, j, std::min(W, N - j));
+          storeu(sum + j, loadu(sum + j) + v);
+          storeu(mn + j, min(v, loadu(mn + j)));
+          storeu(mx + j, max(v, loadu(mx + j)));
+        }
+      for (int64_t c = 0; c < N; ++c) dsum[c] += static_cast<double>(sum[c]);
+    }
     const double inv_cnt = 1.0 / static_cast<double>(r1 - r0);
+    for (int64_t c = 0; c < N; ++c) sum[c] = static_cast<A>(dsum[c] * inv_cnt);  // now the first-pass mean
+    for (int64_t b = r0; b < r1; b += kRowBlock) {
+      std::fill(sd, sd + 2 * P, A(0));
+      for (int64_t r = b; r < std::min(r1, b + kRowBlock); ++r)
+        for (int64_t j = 0; j < N; j += W) {  // scalar: d = x - mean[c]; sd[c] += d; sq[c] += d * d
+          const int64_t n = std::min(W, N - j);
+          V d = load_n(x + r * ld, j, n) - loadu(sum + j);
+          if (n < W) d = keep_first(d, n);
+          storeu(sd + j, loadu(sd + j) + d);
+          storeu(sq + j, fma(d, d, loadu(sq + j)));
+        }
+      for (int64_t c = 0; c < N; ++c) {
+        dsd[c] += static_cast<double>(sd[c]);
+        dsq[c] += static_cast<double>(sq[c]);
+      }
+    }
     for (int64_t c = 0; c < N; ++c) {
-      const double d = static_cast<double>(sd[c]);
-      om[c] = static_cast<double>(sum[c]) + d * inv_cnt;
-      oq[c] = std::max(0.0, static_cast<double>(sq[c]) - d * d * inv_cnt);
+      om[c] = static_cast<double>(sum[c]) + dsd[c] * inv_cnt;
+      const double q = dsq[c] - dsd[c] * dsd[c] * inv_cnt;
+      oq[c] = q < 0 ? 0.0 : q;  // keeps NaN
       omin[c] = static_cast<double>(mn[c]);
       omax[c] = static_cast<double>(mx[c]);
     }
@@ -168,11 +182,13 @@ template <class T> struct Kern {
     const int64_t U = rc.count, P = par::padded<A>(N);
     double* part = par::scratch<double>(0, 4 * U * N);  // [mean | m2 | min | max][U][N]
     A* bufs = par::scratch<A>(1, nt * 5 * P);
+    double* dbufs = par::scratch<double>(2, nt * 3 * P);
     par::parallel_ranges(nt, U, M * N, [&](int64_t u0, int64_t u1) {
       A* buf = bufs + omp_get_thread_num() * 5 * P;
+      double* dbuf = dbufs + omp_get_thread_num() * 3 * P;
       for (int64_t u = u0; u < u1; ++u) {
         const int64_t r0 = u * rc.rows, r1 = std::min(M, r0 + rc.rows), o = u * N;
-        chunk_stats(x, a.ld, N, r0, r1, buf, P, part + o, part + U * N + o, part + 2 * U * N + o,
+        chunk_stats(x, a.ld, N, r0, r1, buf, dbuf, P, part + o, part + U * N + o, part + 2 * U * N + o,
                     part + 3 * U * N + o);
       }
     });
