@@ -14,6 +14,7 @@ void bind_norm(py::module_& m);
 void bind_chan(py::module_& m);
 void bind_dropout(py::module_& m);
 void bind_lrn(py::module_& m);
+void bind_reg(py::module_& m);
 }
 
 PYBIND11_MODULE(_core, m) {
@@ -44,4 +45,5 @@ PYBIND11_MODULE(_core, m) {
   nk::bind::bind_chan(m);
   nk::bind::bind_dropout(m);
   nk::bind::bind_lrn(m);
+  nk::bind::bind_reg(m);
 }

@@ -53,12 +53,28 @@ from .norm import (
     rms_norm_backward,
     rms_norm_forward,
 )
+from .regularize import (
+    EarlyStopping,
+    add_l1_grad,
+    add_l2_grad,
+    l1_penalty,
+    l1_prox,
+    l2_penalty,
+    max_norm,
+    weight_decay,
+)
+from .scaling import MinMaxScaler, StandardScaler, minmax_scale, standardize
 
 __version__: str = _core.__version__
 bfloat16 = _ml_dtypes.bfloat16
 
 __all__ = [
+    "EarlyStopping",
+    "MinMaxScaler",
+    "StandardScaler",
     "__version__",
+    "add_l1_grad",
+    "add_l2_grad",
     "add_layer_norm",
     "add_layer_norm_forward",
     "add_rms_norm",
@@ -81,12 +97,17 @@ __all__ = [
     "instance_norm_backward",
     "instance_norm_forward",
     "keras_momentum",
+    "l1_penalty",
+    "l1_prox",
+    "l2_penalty",
     "layer_norm",
     "layer_norm_backward",
     "layer_norm_forward",
     "local_response_norm",
     "local_response_norm_backward",
     "local_response_norm_forward",
+    "max_norm",
+    "minmax_scale",
     "random",
     "rms_norm",
     "rms_norm_backward",
@@ -94,4 +115,6 @@ __all__ = [
     "set_isa",
     "set_num_threads",
     "show_config",
+    "standardize",
+    "weight_decay",
 ]

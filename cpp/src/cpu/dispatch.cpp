@@ -16,6 +16,7 @@
 #include "normkit/dropout.h"
 #include "normkit/lrn.h"
 #include "normkit/norm.h"
+#include "normkit/regularize.h"
 #include "normkit/runtime.h"
 
 namespace nk::cpu {

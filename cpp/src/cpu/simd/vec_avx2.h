@@ -133,4 +133,27 @@ inline void stream(f16* p, VF a) { _mm_stream_si128(reinterpret_cast<__m128i*>(p
 inline void stream(bf16* p, VF a) { _mm_stream_si128(reinterpret_cast<__m128i*>(p), to_bf16(a)); }
 inline void stream_fence() { _mm_sfence(); }
 
+// ---- min / max / abs / sign. max(a, b) = a > b ? a : b and min(a, b) = a < b ? a : b per lane
+// (b when either is NaN); abs clears the sign bit; sign is -1, 0 or +1 (0 for +-0, NaN for NaN).
+inline VF max(VF a, VF b) { return {_mm256_max_ps(a.v, b.v)}; }
+inline VD max(VD a, VD b) { return {_mm256_max_pd(a.v, b.v)}; }
+inline VF min(VF a, VF b) { return {_mm256_min_ps(a.v, b.v)}; }
+inline VD min(VD a, VD b) { return {_mm256_min_pd(a.v, b.v)}; }
+inline VF abs(VF a) { return {_mm256_andnot_ps(_mm256_set1_ps(-0.0f), a.v)}; }
+inline VD abs(VD a) { return {_mm256_andnot_pd(_mm256_set1_pd(-0.0), a.v)}; }
+inline VF sign(VF a) {
+  // scalar: nan ? a : (a > 0) - (a < 0)
+  const __m256 z = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);
+  const __m256 s = _mm256_sub_ps(_mm256_and_ps(_mm256_cmp_ps(a.v, z, _CMP_GT_OQ), one),
+                                 _mm256_and_ps(_mm256_cmp_ps(a.v, z, _CMP_LT_OQ), one));
+  return {_mm256_blendv_ps(s, a.v, _mm256_cmp_ps(a.v, a.v, _CMP_UNORD_Q))};
+}
+inline VD sign(VD a) {
+  // scalar: nan ? a : (a > 0) - (a < 0)
+  const __m256d z = _mm256_setzero_pd(), one = _mm256_set1_pd(1.0);
+  const __m256d s = _mm256_sub_pd(_mm256_and_pd(_mm256_cmp_pd(a.v, z, _CMP_GT_OQ), one),
+                                  _mm256_and_pd(_mm256_cmp_pd(a.v, z, _CMP_LT_OQ), one));
+  return {_mm256_blendv_pd(s, a.v, _mm256_cmp_pd(a.v, a.v, _CMP_UNORD_Q))};
+}
+
 }  // namespace nk::cpu::NK_ISA

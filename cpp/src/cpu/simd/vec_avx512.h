@@ -116,4 +116,27 @@ inline void stream(f16* p, VF a) { _mm256_stream_si256(reinterpret_cast<__m256i*
 inline void stream(bf16* p, VF a) { _mm256_stream_si256(reinterpret_cast<__m256i*>(p), to_bf16(a)); }
 inline void stream_fence() { _mm_sfence(); }
 
+// ---- min / max / abs / sign. max(a, b) = a > b ? a : b and min(a, b) = a < b ? a : b per lane
+// (b when either is NaN); abs clears the sign bit; sign is -1, 0 or +1 (0 for +-0, NaN for NaN).
+inline VF max(VF a, VF b) { return {_mm512_max_ps(a.v, b.v)}; }
+inline VD max(VD a, VD b) { return {_mm512_max_pd(a.v, b.v)}; }
+inline VF min(VF a, VF b) { return {_mm512_min_ps(a.v, b.v)}; }
+inline VD min(VD a, VD b) { return {_mm512_min_pd(a.v, b.v)}; }
+inline VF abs(VF a) { return {_mm512_abs_ps(a.v)}; }
+inline VD abs(VD a) { return {_mm512_abs_pd(a.v)}; }
+inline VF sign(VF a) {
+  // scalar: nan ? a : (a > 0) - (a < 0)
+  const __m512 z = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f);
+  const __m512 s = _mm512_sub_ps(_mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a.v, z, _CMP_GT_OQ), one),
+                                 _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a.v, z, _CMP_LT_OQ), one));
+  return {_mm512_mask_mov_ps(s, _mm512_cmp_ps_mask(a.v, a.v, _CMP_UNORD_Q), a.v)};
+}
+inline VD sign(VD a) {
+  // scalar: nan ? a : (a > 0) - (a < 0)
+  const __m512d z = _mm512_setzero_pd(), one = _mm512_set1_pd(1.0);
+  const __m512d s = _mm512_sub_pd(_mm512_maskz_mov_pd(_mm512_cmp_pd_mask(a.v, z, _CMP_GT_OQ), one),
+                                  _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(a.v, z, _CMP_LT_OQ), one));
+  return {_mm512_mask_mov_pd(s, _mm512_cmp_pd_mask(a.v, a.v, _CMP_UNORD_Q), a.v)};
+}
+
 }  // namespace nk::cpu::NK_ISA

@@ -112,4 +112,16 @@ template <class V> inline V keep_first(V a, int64_t n) { for (int64_t i = n; i <
 template <class T, class V> inline void stream(T* p, const V& a) { storeu(p, a); }
 inline void stream_fence() {}
 
+// ---- min / max / abs / sign. max(a, b) = a > b ? a : b and min(a, b) = a < b ? a : b per lane
+// (x86 semantics: b when either is NaN); abs clears the sign bit; sign is -1, 0 or +1 (0 for
+// +-0, NaN for NaN).
+template <class V> inline V max(const V& a, const V& b) { V r; for (int64_t i = 0; i < V::W; ++i) r.v[i] = a.v[i] > b.v[i] ? a.v[i] : b.v[i]; return r; }
+template <class V> inline V min(const V& a, const V& b) { V r; for (int64_t i = 0; i < V::W; ++i) r.v[i] = a.v[i] < b.v[i] ? a.v[i] : b.v[i]; return r; }
+template <class V> inline V abs(const V& a) { V r; for (int64_t i = 0; i < V::W; ++i) r.v[i] = std::fabs(a.v[i]); return r; }
+template <class V> inline V sign(const V& a) {
+  V r;
+  for (int64_t i = 0; i < V::W; ++i) r.v[i] = a.v[i] != a.v[i] ? a.v[i] : (a.v[i] > 0) - (a.v[i] < 0);
+  return r;
+}
+
 }  // namespace nk::cpu::NK_ISA
