@@ -74,5 +74,15 @@ template <class T> inline void prefetch(const T* row, int64_t j) {
   if (row) __builtin_prefetch(row + j, 0, 3);
 }
 
+// Calls f(K<T>{}) for the element type T named by a.dtype (a kernel's per-dtype dispatch).
+template <template <class> class K, class Args, class F> void by_dtype(const Args& a, F f) {
+  switch (a.dtype) {
+    case DType::f32: return f(K<float>{});
+    case DType::f64: return f(K<double>{});
+    case DType::f16: return f(K<f16>{});
+    case DType::bf16: return f(K<bf16>{});
+  }
+}
+
 }  // namespace
 }  // namespace nk::cpu::NK_ISA

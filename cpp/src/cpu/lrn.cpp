@@ -290,22 +290,13 @@ template <class T> struct Kern {
   }
 };
 
-template <class Args, class F> void by_dtype(const Args& a, F f) {
-  switch (a.dtype) {
-    case DType::f32: return f(Kern<float>{});
-    case DType::f64: return f(Kern<double>{});
-    case DType::f16: return f(Kern<f16>{});
-    case DType::bf16: return f(Kern<bf16>{});
-  }
-}
-
 }  // namespace
 
 void lrn_fwd(const LrnFwdArgs& a) {
-  by_dtype(a, [&](auto k) { a.layout == Layout::ncs ? decltype(k)::fwd_ncs(a) : decltype(k)::fwd_nsc(a); });
+  by_dtype<Kern>(a, [&](auto k) { a.layout == Layout::ncs ? decltype(k)::fwd_ncs(a) : decltype(k)::fwd_nsc(a); });
 }
 void lrn_bwd(const LrnBwdArgs& a) {
-  by_dtype(a, [&](auto k) { a.layout == Layout::ncs ? decltype(k)::bwd_ncs(a) : decltype(k)::bwd_nsc(a); });
+  by_dtype<Kern>(a, [&](auto k) { a.layout == Layout::ncs ? decltype(k)::bwd_ncs(a) : decltype(k)::bwd_nsc(a); });
 }
 
 }  // namespace nk::cpu::NK_ISA

@@ -212,15 +212,6 @@ template <class T> struct Kern {
   }
 };
 
-template <template <class> class K, class Args, class F> void by_dtype(const Args& a, F f) {
-  switch (a.dtype) {
-    case DType::f32: return f(K<float>{});
-    case DType::f64: return f(K<double>{});
-    case DType::f16: return f(K<f16>{});
-    case DType::bf16: return f(K<bf16>{});
-  }
-}
-
 }  // namespace
 
 void reg_row_sum(const RegRowSumArgs& a) {
