@@ -298,18 +298,26 @@ def test_inputs_unmodified(isa, rng, dtype, ca):
 # ---------------------------------------------------------------- determinism
 
 
+# (shape in NCHW order, groups): short channels-last rows, long rows (1000 channels) that are
+# not whole vectors, and an odd 4-d shape with few samples.
+THREAD_SHAPES = [((8, 16, 40, 40), 4), ((200, 1000, 2), 4), ((3, 130, 37, 11), 2)]
+
+
+@pytest.mark.parametrize("case", THREAD_SHAPES, ids=lambda c: "x".join(map(str, c[0])))
 @pytest.mark.parametrize("ca", LAYOUTS, ids=LAYOUT_IDS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-def test_bitwise_identical_across_thread_counts(isa, rng, threads, dtype, ca):
-    shape = layout((8, 16, 40, 40), ca)
+def test_bitwise_identical_across_thread_counts(isa, rng, threads, dtype, ca, case):
+    nchw, groups = case
+    shape = layout(nchw, ca)
+    C = nchw[1]
     x, dy = randn(rng, shape, dtype, 2.0, 1.0), randn(rng, shape, dtype)
-    w, b = params(rng, 16, dtype)
-    rm, rv = running_stats(rng, 16, dtype)
+    w, b = params(rng, C, dtype)
+    rm, rv = running_stats(rng, C, dtype)
     results = []
     for n in (1, 2, 3):
         nk.set_num_threads(n)
         assert nk.get_num_threads() == n
-        results.append(run_all(x, dy, w, b, rm, rv, ca, groups=4))
+        results.append(run_all(x, dy, w, b, rm, rv, ca, groups=groups))
     for other in results[1:]:
         for i, (a, e) in enumerate(zip(other, results[0])):
             np.testing.assert_array_equal(a.view(np.uint8), e.view(np.uint8), err_msg=f"output {i}")

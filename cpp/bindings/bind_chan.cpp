@@ -144,6 +144,14 @@ void update_running(const py::object& arr, const std::vector<double>& old, const
   write_doubles(arr, nv);
 }
 
+// A float array as a contiguous array of the accumulation type (itself when it is one).
+py::array acc_array_of(const py::object& a_, DType dt) {
+  const py::array a = py::reinterpret_borrow<py::array>(a_);
+  const py::dtype acc = acc_dtype(dt);
+  if (a.dtype().equal(acc) && (a.flags() & py::array::c_style) && is_aligned(a)) return a;
+  return py::module_::import("numpy").attr("ascontiguousarray")(a, acc);
+}
+
 // Coefficient arrays in the accumulation type, padded so whole-vector loads stay in bounds.
 struct Coefs {
   DType dt;
@@ -234,42 +242,34 @@ py::object batch_norm_forward(py::handle x_, py::handle w_, py::handle b_, py::h
   View v = chan_view(x_, channel_axis);
   check_eps(eps);
   check_momentum(momentum);
-  const int64_t C = v.C, count = v.N * v.S;
-  const std::vector<double> w = param_values(w_, "weight", v, 1.0, nullptr);
-  const std::vector<double> b = param_values(b_, "bias", v, 0.0, nullptr);
+  const int64_t C = v.C;
+  const py::object w = param_acc(w_, "weight", v.dt, {C});
+  const py::object b = param_acc(b_, "bias", v.dt, {C});
   Running run = running_stats(rm_, rv_, C, training);
-  std::vector<double> mean, rstd(static_cast<size_t>(C));
-  if (training) {
-    if (count < 2)
-      throw py::value_error("batch_norm in training needs more than 1 value per channel, got x of shape " +
-                            shape_str(v.shape));
-    std::vector<double> m2;
-    stats(v, false, mean, m2);
-    std::vector<double> unbiased(static_cast<size_t>(C));
-    for (int64_t c = 0; c < C; ++c) {
-      rstd[c] = 1.0 / std::sqrt(m2[c] / static_cast<double>(count) + eps);
-      unbiased[c] = m2[c] / static_cast<double>(count - 1);
-    }
-    if (run.given()) {
-      update_running(run.mean, run.m, mean, momentum);
-      update_running(run.var, run.v, unbiased, momentum);
-    }
-  } else {
-    if (!run.given())
-      throw py::value_error("batch_norm in eval mode (training=False) needs running_mean and running_var");
-    mean = run.m;
-    for (int64_t c = 0; c < C; ++c) rstd[c] = 1.0 / std::sqrt(run.v[c] + eps);
-  }
-  Coefs k(v.dt, C, 3);
-  for (int64_t c = 0; c < C; ++c) {
-    k.set(0, c, mean[c]);
-    k.set(1, c, rstd[c] * w[c]);
-    k.set(2, c, b[c]);
-  }
+  if (training && v.N * v.S < 2)
+    throw py::value_error("batch_norm in training needs more than 1 value per channel, got x of shape " +
+                          shape_str(v.shape));
+  if (!training && !run.given())
+    throw py::value_error("batch_norm in eval mode (training=False) needs running_mean and running_var");
+  const py::array rm = training ? py::array() : acc_array_of(run.mean, v.dt);
+  const py::array rv = training ? py::array() : acc_array_of(run.var, v.dt);
+  const bool update = training && run.given();
+  std::vector<double> bm(update ? static_cast<size_t>(C) : 0), bv(bm.size());
+  py::array sm = empty({C}, acc_dtype(v.dt)), sr = empty({C}, acc_dtype(v.dt));
   py::array y = output(out_, v);
-  apply_affine(v, y, k, 0);
+  BatchNormFwdArgs a{v.dt, v.layout, v.N, C, v.S, v.xp(), v.at(y), ptr_or_null(w), ptr_or_null(b),
+                     training ? nullptr : rm.data(), training ? nullptr : rv.data(), training, eps,
+                     sm.mutable_data(), sr.mutable_data(), update ? bm.data() : nullptr, update ? bv.data() : nullptr};
+  {
+    py::gil_scoped_release nogil;
+    batch_norm_fwd(a);
+  }
+  if (update) {
+    update_running(run.mean, run.m, bm, momentum);
+    update_running(run.var, run.v, bv, momentum);
+  }
   if (!want_stats) return y;
-  return py::make_tuple(y, acc_array({C}, v.dt, mean), acc_array({C}, v.dt, rstd));
+  return py::make_tuple(y, sm, sr);
 }
 
 py::tuple batch_norm_backward(py::handle dy_, py::handle x_, py::handle mean_, py::handle rstd_, py::handle w_,
@@ -277,31 +277,19 @@ py::tuple batch_norm_backward(py::handle dy_, py::handle x_, py::handle mean_, p
   View v = chan_view(x_, channel_axis);
   py::array dy = same_as_x(dy_, "dy", v);
   const int64_t C = v.C;
-  const std::vector<double> mean = as_doubles(stat_acc(mean_, "save_mean", v.dt, {C}));
-  const std::vector<double> rstd = as_doubles(stat_acc(rstd_, "save_rstd", v.dt, {C}));
+  const py::array mean = stat_acc(mean_, "save_mean", v.dt, {C});
+  const py::array rstd = stat_acc(rstd_, "save_rstd", v.dt, {C});
   py::dtype pdt = v.x.dtype();
-  const std::vector<double> w = param_values(w_, "weight", v, 1.0, &pdt);
-  Coefs mr(v.dt, C, 2);
-  for (int64_t c = 0; c < C; ++c) {
-    mr.set(0, c, mean[c]);
-    mr.set(1, c, rstd[c]);
-  }
-  std::vector<double> sdy, sdyx;
-  grad_sums(v, dy, mr, 0, false, sdy, sdyx);
-  const double count = static_cast<double>(v.N * v.S);
-  Coefs k(v.dt, C, 4);
-  for (int64_t c = 0; c < C; ++c) {
-    const double wr = w[c] * rstd[c];
-    k.set(0, c, mean[c]);
-    k.set(1, c, wr);
-    if (training && count > 0) {  // dx = w r (dy - mean(dy) - xhat mean(dy xhat))
-      k.set(2, c, -wr * rstd[c] * sdyx[c] / count);
-      k.set(3, c, -wr * sdy[c] / count);
-    }
-  }
+  const py::object w = param_acc(w_, "weight", v.dt, {C}, &pdt);
+  std::vector<double> dw(static_cast<size_t>(C)), db(static_cast<size_t>(C));
   py::array dx = grad_output(out_, v, dy);
-  apply_grad(v, dy, dx, k, 0);
-  return py::make_tuple(dx, to_param(sdyx, C, pdt), to_param(sdy, C, pdt));
+  BatchNormBwdArgs a{v.dt, v.layout, v.N, C, v.S, v.x.data(), dy.data(), dx.mutable_data(), mean.data(),
+                     rstd.data(), ptr_or_null(w), training, dw.data(), db.data()};
+  {
+    py::gil_scoped_release nogil;
+    batch_norm_bwd(a);
+  }
+  return py::make_tuple(dx, to_param(dw, C, pdt), to_param(db, C, pdt));
 }
 
 // ---------------------------------------------------------------- GroupNorm / InstanceNorm
@@ -466,16 +454,36 @@ py::object group_norm_forward(py::handle x_, int64_t G, py::handle w_, py::handl
   return py::make_tuple(y, acc_array({v.N, G}, v.dt, gm), acc_array({v.N, G}, v.dt, gr));
 }
 
+// GroupNorm / InstanceNorm backward from the saved (N, G) statistics: fused per (n, g) for NCHW,
+// sums + coefficients + elementwise pass for channels-last.
+py::tuple group_backward_of(View& v, py::array dy, int64_t G, py::handle mean_, py::handle rstd_, py::handle w_,
+                            py::handle out_, bool affine_only) {
+  const py::array mean = stat_acc(mean_, "mean", v.dt, {v.N, G});
+  const py::array rstd = stat_acc(rstd_, "rstd", v.dt, {v.N, G});
+  py::dtype pdt = v.x.dtype();
+  if (v.layout == Layout::nsc)
+    return group_backward(v, dy, G, as_doubles(mean), as_doubles(rstd), param_values(w_, "weight", v, 1.0, &pdt),
+                          pdt, out_, affine_only);
+  const py::object w = param_acc(w_, "weight", v.dt, {v.C}, &pdt);
+  const int64_t C = v.C;
+  std::vector<double> sdy(static_cast<size_t>(v.N * C)), sdyx(sdy.size()), dw(static_cast<size_t>(C), 0.0),
+      db(dw.size(), 0.0);
+  py::array dx = grad_output(out_, v, dy);
+  GroupBwdArgs a{v.dt, v.N, C, v.S, G, v.x.data(), dy.data(), dx.mutable_data(), mean.data(), rstd.data(),
+                 ptr_or_null(w), affine_only, sdy.data(), sdyx.data(), dw.data(), db.data()};
+  if (v.x.size() > 0) {
+    py::gil_scoped_release nogil;
+    group_norm_bwd_ncs(a);
+  }
+  return py::make_tuple(dx, to_param(dw, C, pdt), to_param(db, C, pdt));
+}
+
 py::tuple group_norm_backward(py::handle dy_, py::handle x_, py::handle mean_, py::handle rstd_, py::handle w_,
                               int64_t G, int64_t channel_axis, py::handle out_) {
   View v = chan_view(x_, channel_axis);
   check_groups(G, v.C);
   py::array dy = same_as_x(dy_, "dy", v);
-  const std::vector<double> gm = as_doubles(stat_acc(mean_, "mean", v.dt, {v.N, G}));
-  const std::vector<double> gr = as_doubles(stat_acc(rstd_, "rstd", v.dt, {v.N, G}));
-  py::dtype pdt = v.x.dtype();
-  const std::vector<double> w = param_values(w_, "weight", v, 1.0, &pdt);
-  return group_backward(v, dy, G, gm, gr, w, pdt, out_, false);
+  return group_backward_of(v, dy, G, mean_, rstd_, w_, out_, false);
 }
 
 py::object instance_norm_forward(py::handle x_, py::handle w_, py::handle b_, py::handle rm_, py::handle rv_,
@@ -535,11 +543,7 @@ py::tuple instance_norm_backward(py::handle dy_, py::handle x_, py::handle mean_
                                  int64_t channel_axis, bool use_input_stats, py::handle out_) {
   View v = chan_view(x_, channel_axis);
   py::array dy = same_as_x(dy_, "dy", v);
-  const std::vector<double> gm = as_doubles(stat_acc(mean_, "mean", v.dt, {v.N, v.C}));
-  const std::vector<double> gr = as_doubles(stat_acc(rstd_, "rstd", v.dt, {v.N, v.C}));
-  py::dtype pdt = v.x.dtype();
-  const std::vector<double> w = param_values(w_, "weight", v, 1.0, &pdt);
-  return group_backward(v, dy, v.C, gm, gr, w, pdt, out_, !use_input_stats);
+  return group_backward_of(v, dy, v.C, mean_, rstd_, w_, out_, !use_input_stats);
 }
 
 }  // namespace

@@ -87,7 +87,67 @@ struct GroupFwdArgs {
   double* mean; double* m2; double* rstd;
 };
 
+// BatchNorm forward, fused into one parallel region: in training the statistics of x over
+// (n, s) per channel, then per channel c
+//   mean[c] = batch mean (training) or run_mean[c]; var = batch M2 / count (biased) or run_var[c]
+//   rstd[c] = 1 / sqrt(var + eps)
+//   save_mean[c] = mean[c], save_rstd[c] = rstd[c]                                (= written)
+//   batch_mean[c] = mean, batch_var[c] = M2 / (count - 1) (unbiased; training only) (= written)
+//   y = (x - mean[c]) * (rstd[c] * weight[c]) + bias[c]                                  (= written)
+// weight, bias: A[C] or nullptr (ones / zeros); run_mean, run_var: A[C], read in eval only;
+// batch_mean/batch_var may be nullptr. y may equal x. Units and merge order as chan_stats.
+struct BatchNormFwdArgs {
+  DType dtype; Layout layout;
+  int64_t N, C, S;
+  const void* x;
+  void* y;
+  const void* weight; const void* bias;
+  const void* run_mean; const void* run_var;
+  bool training;
+  double eps;
+  void* save_mean; void* save_rstd;  // A[C]
+  double* batch_mean; double* batch_var;
+};
+
+// BatchNorm backward, fused into one parallel region, with xhat = (x - mean[c]) * rstd[c]:
+//   dbias[c] = sum(dy), dweight[c] = sum(dy * xhat)  over (n, s)                        (= written)
+//   training: dx = weight[c] * rstd[c] * (dy - dbias[c] / count - xhat * dweight[c] / count)
+//   eval:     dx = weight[c] * rstd[c] * dy                                               (= written)
+// mean, rstd: A[C]; weight: A[C] or nullptr (ones). dx may equal dy or x.
+struct BatchNormBwdArgs {
+  DType dtype; Layout layout;
+  int64_t N, C, S;
+  const void* x; const void* dy;
+  void* dx;
+  const void* mean; const void* rstd; const void* weight;
+  bool training;
+  double* dweight; double* dbias;
+};
+
+// GroupNorm / InstanceNorm backward in the ncs layout, fused per (n, g) (the group's Cg * S
+// values of x and dy are contiguous: their sums are taken and dx is written while they are in
+// cache). With xhat = (x - mean[k]) * rstd[k], k = n * G + g, and K = Cg * S:
+//   sdy[n*C + c] = sum_s(dy), sdyx[n*C + c] = sum_s(dy * xhat)                          (= written)
+//   dweight[c] = sum_n sdyx[n*C + c], dbias[c] = sum_n sdy[n*C + c]                     (= written)
+//   dx = rstd[k] * (w[c] dy - sum_g(w sdy) / K - xhat * sum_g(w sdyx) / K)              (= written)
+//   (affine_only: dx = rstd[k] * w[c] * dy, the statistics being constants)
+// mean, rstd: A[N*G]; weight: A[C] or nullptr. sdy, sdyx: double[N*C] scratch from the caller.
+// dx may equal dy or x.
+struct GroupBwdArgs {
+  DType dtype;
+  int64_t N, C, S, G;
+  const void* x; const void* dy;
+  void* dx;
+  const void* mean; const void* rstd; const void* weight;
+  bool affine_only;
+  double* sdy; double* sdyx;
+  double* dweight; double* dbias;
+};
+
 void chan_stats(const ChanStatsArgs& args);
+void batch_norm_fwd(const BatchNormFwdArgs& args);
+void batch_norm_bwd(const BatchNormBwdArgs& args);
+void group_norm_bwd_ncs(const GroupBwdArgs& args);
 void group_norm_fwd_ncs(const GroupFwdArgs& args);
 void chan_affine(const ChanAffineArgs& args);
 void chan_grad_sums(const ChanGradSumsArgs& args);

@@ -1,0 +1,187 @@
+// Fused channel-norm kernels (contracts: normkit/chan_norm.h). Compiled once per ISA.
+//
+// BatchNorm forward/backward run in one parallel region of three phases: (1) each thread
+// reduces its share of the units (chan_kern.h), (2) each thread merges the partials of its
+// share of the channels, in unit order, and writes their coefficients, (3) each thread applies
+// the elementwise pass to the same units it reduced, which are still in its cache when the tensor
+// is small enough. Phases are separated by barriers; no result depends on which thread ran what.
+// GroupNorm/InstanceNorm backward (NCHW) is fused per (n, g) block instead.
+#include "chan_kern.h"
+
+namespace nk::cpu::NK_ISA {
+namespace {
+
+template <class T> struct Fused : Kern<T> {
+  using K = Kern<T>;
+  using typename K::A;
+  using typename K::V;
+  using typename K::Coef4;
+
+  // Threads for a region over U units of `work` elements (one when forking costs more).
+  static int threads_for(int64_t U, int64_t work) {
+    return work >= par::kMinParallelWork ? static_cast<int>(std::min<int64_t>(kernel_threads(), std::max<int64_t>(U, 1)))
+                                         : 1;
+  }
+
+  // Coefficient tables m, a, b (and k3): ncs indexes them by channel, nsc by phase (fill_ext),
+  // so both read the same E-long tables.
+  static Coef4 tables(A* t, int64_t E, int q) {
+    return Coef4{{t, t + E, t + 2 * E, q > 3 ? t + 3 * E : nullptr}, 0, 0};
+  }
+  static void set_coef(A* t, int64_t E, int64_t C, int q, int64_t c, const A* v) {
+    for (int i = 0; i < q; ++i)  // v[i]: coefficient i of channel c, at every phase of channel c
+      for (int64_t j = c; j < E; j += C) t[i * E + j] = v[i];
+  }
+
+  static void bn_fwd(const BatchNormFwdArgs& a) {
+    const Units P = make_units(a.layout, a.N, a.C, a.S, false);
+    const int64_t C = a.C, U = P.count(), w = P.width(), E = K::ext_len(C), elems = a.N * C * a.S;
+    const double count = static_cast<double>(a.N * a.S);
+    const T* x = static_cast<const T*>(a.x);
+    T* y = static_cast<T*>(a.y);
+    const A* wt = static_cast<const A*>(a.weight);
+    const A* bs = static_cast<const A*>(a.bias);
+    const int nt = threads_for(U, elems);
+    double* um = a.training ? par::scratch<double>(0, 2 * U * w + 2 * C) : nullptr;
+    double* uq = um ? um + U * w : nullptr;
+    double* mean = um ? uq + U * w : nullptr;
+    double* m2 = um ? mean + C : nullptr;
+    A* bufs = par::scratch<A>(1, nt * 3 * par::padded<A>(C));
+    A* tab = par::scratch<A>(2, 3 * E);
+    const bool streaming = use_streaming(2, elems, sizeof(T));
+    region(nt, [&](int t, int T_) {
+      const int64_t u0 = part(U, t, T_), u1 = part(U, t + 1, T_);
+      if (a.training) {
+        A* buf = bufs + t * 3 * par::padded<A>(C);
+        for (int64_t u = u0; u < u1; ++u) K::stats_unit(P, x, u, buf, um, uq);
+        sync(T_);
+      }
+      const int64_t c0 = part(C, t, T_), c1 = part(C, t + 1, T_);
+      if (a.training) merge_stats(P, c0, c1, um, uq, mean, m2);
+      for (int64_t c = c0; c < c1; ++c) {
+        const double mc = a.training ? mean[c] : static_cast<double>(static_cast<const A*>(a.run_mean)[c]);
+        const double var = a.training ? m2[c] / count : static_cast<double>(static_cast<const A*>(a.run_var)[c]);
+        const double rstd = 1.0 / std::sqrt(var + a.eps);
+        static_cast<A*>(a.save_mean)[c] = static_cast<A>(mc);
+        static_cast<A*>(a.save_rstd)[c] = static_cast<A>(rstd);
+        if (a.training && a.batch_mean) {
+          a.batch_mean[c] = mc;
+          a.batch_var[c] = m2[c] / (count - 1);
+        }
+        const A v[3] = {static_cast<A>(mc), static_cast<A>(rstd * (wt ? static_cast<double>(wt[c]) : 1.0)),
+                        bs ? bs[c] : A(0)};
+        set_coef(tab, E, C, 3, c, v);
+      }
+      sync(T_);
+      const Coef4 cf = tables(tab, E, 3);
+      for (int64_t u = u0; u < u1; ++u) K::apply_unit(P, u, x, nullptr, y, cf, streaming, K::affine_op);
+      if (streaming) stream_fence();
+    });
+  }
+
+  static void bn_bwd(const BatchNormBwdArgs& a) {
+    const Units P = make_units(a.layout, a.N, a.C, a.S, false);
+    const int64_t C = a.C, U = P.count(), w = P.width(), E = K::ext_len(C), elems = a.N * C * a.S;
+    const double count = static_cast<double>(a.N * a.S);
+    const T* x = static_cast<const T*>(a.x);
+    const T* dy = static_cast<const T*>(a.dy);
+    T* dx = static_cast<T*>(a.dx);
+    const A* mean = static_cast<const A*>(a.mean);
+    const A* rstd = static_cast<const A*>(a.rstd);
+    const A* wt = static_cast<const A*>(a.weight);
+    const int nt = threads_for(U, 2 * elems);
+    double* u1s = par::scratch<double>(0, 2 * U * w);
+    double* u2s = u1s + U * w;
+    A* bufs = par::scratch<A>(1, nt * 2 * par::padded<A>(C));
+    A* tab = par::scratch<A>(2, 4 * E);
+    const bool streaming = use_streaming(3, elems, sizeof(T));
+    region(nt, [&](int t, int T_) {
+      const int64_t u0 = part(U, t, T_), u1 = part(U, t + 1, T_);
+      A* buf = bufs + t * 2 * par::padded<A>(C);
+      for (int64_t u = u0; u < u1; ++u) K::grad_sums_unit(P, x, dy, mean, rstd, 0, u, buf, u1s, u2s);
+      sync(T_);
+      const int64_t c0 = part(C, t, T_), c1 = part(C, t + 1, T_);
+      merge_sums(P, c0, c1, u1s, u2s, a.dbias, a.dweight);
+      for (int64_t c = c0; c < c1; ++c) {
+        const double r = static_cast<double>(rstd[c]), wr = (wt ? static_cast<double>(wt[c]) : 1.0) * r;
+        const bool batch = a.training && count > 0;  // dx = w r (dy - mean(dy) - xhat mean(dy xhat))
+        const A v[4] = {mean[c], static_cast<A>(wr), static_cast<A>(batch ? -wr * r * a.dweight[c] / count : 0.0),
+                        static_cast<A>(batch ? -wr * a.dbias[c] / count : 0.0)};
+        set_coef(tab, E, C, 4, c, v);
+      }
+      sync(T_);
+      const Coef4 cf = tables(tab, E, 4);
+      for (int64_t u = u0; u < u1; ++u) K::apply_unit(P, u, x, dy, dx, cf, streaming, K::grad_op);
+      if (streaming) stream_fence();
+    });
+  }
+
+  static void group_bwd(const GroupBwdArgs& a) {
+    const int64_t N = a.N, C = a.C, S = a.S, G = a.G, Cg = C / G, L = Cg * S;
+    const T* x = static_cast<const T*>(a.x);
+    const T* dy = static_cast<const T*>(a.dy);
+    T* dx = static_cast<T*>(a.dx);
+    const A* wt = static_cast<const A*>(a.weight);
+    const bool streaming = use_streaming(3, N * C * S, sizeof(T));
+    const double Kd = static_cast<double>(L);
+    par::parallel_ranges(kernel_threads(), N * G, 2 * N * C * S, [&](int64_t k0, int64_t k1) {
+      for (int64_t k = k0; k < k1; ++k) {
+        const int64_t off = k * L, c00 = (k % G) * Cg;
+        const A m = static_cast<const A*>(a.mean)[k], r = static_cast<const A*>(a.rstd)[k];
+        double sg = 0, sgx = 0;
+        for (int64_t cg = 0; cg < Cg; ++cg) {  // per channel: unit sums in unit order
+          double t1 = 0, t2 = 0;
+          for (int64_t j = 0; j < S; j += kSpan) {  // chan_grad_sums' units of the span, in order
+            double s1, s2;
+            K::span_sums(x + off + cg * S + j, dy + off + cg * S + j, std::min(kSpan, S - j), m, r, &s1, &s2);
+            t1 += s1;
+            t2 += s2;
+          }
+          const int64_t nc = (k / G) * C + c00 + cg;
+          a.sdy[nc] = t1;
+          a.sdyx[nc] = t2;
+          const double wc = wt ? static_cast<double>(wt[c00 + cg]) : 1.0;
+          sg += wc * t1;
+          sgx += wc * t2;
+        }
+        const double rd = static_cast<double>(r);
+        for (int64_t cg = 0; cg < Cg; ++cg) {  // dx = r (w dy - mean(g) - xhat mean(g xhat))
+          const double wc = wt ? static_cast<double>(wt[c00 + cg]) : 1.0;
+          const V k1 = set1(static_cast<A>(rd * wc));
+          const V k2 = set1(static_cast<A>(a.affine_only || Kd == 0 ? 0.0 : -rd * rd * sgx / Kd));
+          const V k3 = set1(static_cast<A>(a.affine_only || Kd == 0 ? 0.0 : -rd * sg / Kd));
+          const V vm = set1(m);
+          const T* xs = x + off + cg * S;
+          const T* ds = dy + off + cg * S;
+          write_row(dx + off + cg * S, S, streaming, [&](int64_t j, int64_t n) {  // scalar: dx = k1 dy + k2 (x - m) + k3
+            return fma(load_n(ds, j, n), k1, fma(load_n(xs, j, n) - vm, k2, k3));
+          });
+        }
+      }
+      if (streaming) stream_fence();
+    });
+    for (int64_t c = 0; c < C; ++c) {
+      double tw = 0, tb = 0;
+      for (int64_t n = 0; n < N; ++n) {
+        tw += a.sdyx[n * C + c];
+        tb += a.sdy[n * C + c];
+      }
+      a.dweight[c] = tw;
+      a.dbias[c] = tb;
+    }
+  }
+};
+
+}  // namespace
+
+void batch_norm_fwd(const BatchNormFwdArgs& a) {
+  by_dtype<Fused>(a, [&](auto k) { decltype(k)::bn_fwd(a); });
+}
+void batch_norm_bwd(const BatchNormBwdArgs& a) {
+  by_dtype<Fused>(a, [&](auto k) { decltype(k)::bn_bwd(a); });
+}
+void group_norm_bwd_ncs(const GroupBwdArgs& a) {
+  by_dtype<Fused>(a, [&](auto k) { decltype(k)::group_bwd(a); });
+}
+
+}  // namespace nk::cpu::NK_ISA

@@ -1,0 +1,400 @@
+// Building blocks of the channel-norm kernels (chan_norm.cpp, batch_norm.cpp), included inside
+// each ISA's translation unit.
+//
+// Work is cut into fixed units whose boundaries depend only on the shape:
+//   ncs: each (n, c) span of S contiguous values is cut into units of at most kSpan values.
+//   nsc: the rows (one row = the C channels of one (n, s)) are cut into units of RS rows; with
+//        per-sample results the units never cross a sample.
+// Statistics: a unit takes a two-pass mean/M2 over itself (it stays in L1/L2 between the
+// passes), and units are merged with Chan's formula in double, in unit order. So x is read
+// from memory once for the statistics, results do not depend on the thread count (nor on how
+// units are handed to threads), and channels with a large mean keep their precision.
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <type_traits>
+
+#include "kernel_util.h"
+#include "normkit/chan_norm.h"
+
+namespace nk::cpu::NK_ISA {
+namespace {
+
+constexpr int64_t kSpan = 16384;      // ncs: values per unit
+constexpr int64_t kUnitElems = 32768;  // nsc: values per unit (rows * C) at least (stays in L2)
+constexpr int64_t kMaxRowUnits = 64;  // nsc: units per row group at most
+constexpr int64_t kMergeCost = 16;    // merging a unit's values is this much cheaper than computing them
+
+// Chan's merge of unit statistics (nb values, means mb, M2 qb) into running (na values, ma, qa),
+// for `count` outputs at once: every output of a merge step has the same counts, so the two
+// weights are computed once and the loop over outputs vectorizes.
+inline void merge(double na, double nb, int64_t count, double* ma, double* qa, const double* mb, const double* qb,
+                  int64_t stride_b) {
+  if (nb == 0) return;
+  const double f1 = nb / (na + nb), f2 = na * nb / (na + nb);
+  for (int64_t o = 0; o < count; ++o) {  // scalar: d = mb - ma; ma += d nb/n; qa += qb + d^2 na nb/n
+    const double d = mb[o * stride_b] - ma[o];
+    ma[o] += d * f1;
+    qa[o] += qb[o * stride_b] + d * d * f2;
+  }
+}
+
+struct RowUnits {
+  int64_t groups, rows, per_group, rows_per_unit;  // rows per group; units per group
+  int64_t count() const { return groups * per_group; }
+  int64_t begin(int64_t u) const { return (u / per_group) * rows + (u % per_group) * rows_per_unit; }
+  int64_t end(int64_t u) const { return (u / per_group) * rows + std::min(rows, (u % per_group + 1) * rows_per_unit); }
+};
+inline RowUnits row_units(int64_t N, int64_t S, int64_t C, bool per_sample) {
+  const int64_t groups = per_sample ? N : 1, rows = per_sample ? S : N * S;
+  const int64_t by_size = (kUnitElems + C - 1) / C, by_count = (rows + kMaxRowUnits - 1) / kMaxRowUnits;
+  const int64_t rpu = std::max<int64_t>(1, std::min(rows, std::max(by_size, by_count)));
+  return {groups, rows, rows > 0 ? (rows + rpu - 1) / rpu : 0, rpu};
+}
+
+// The units of an (N, C, S) tensor, for results per (n, c) (per_sample) or per c.
+struct Units {
+  Layout layout;
+  int64_t N, C, S;
+  bool per_sample;
+  int64_t K;    // ncs: units per (n, c) span
+  RowUnits ru;  // nsc
+  int64_t count() const { return layout == Layout::ncs ? N * C * K : ru.count(); }
+  int64_t width() const { return layout == Layout::ncs ? 1 : C; }  // partial results per unit
+  int64_t outputs() const { return per_sample ? N * C : C; }
+};
+inline Units make_units(Layout layout, int64_t N, int64_t C, int64_t S, bool per_sample) {
+  Units p{layout, N, C, S, per_sample, (S + kSpan - 1) / kSpan, {}};
+  if (layout == Layout::nsc) p.ru = row_units(N, S, C, per_sample);
+  return p;
+}
+
+// Visits the units that contribute to output o, in the fixed merge order, as
+// f(unit, values before it in the output's reduction, values in it).
+template <class F> inline void for_unit_partials(const Units& P, int64_t o, F&& f) {
+  if (P.layout == Layout::ncs) {
+    const int64_t samples = P.per_sample ? 1 : P.N;
+    for (int64_t s = 0; s < samples; ++s) {
+      const int64_t nc = P.per_sample ? o : s * P.C + o;
+      for (int64_t k = 0; k < P.K; ++k)
+        f(nc * P.K + k, s * P.S + std::min(k * kSpan, P.S), std::min(kSpan, P.S - k * kSpan));
+    }
+    return;
+  }
+  const int64_t g = P.per_sample ? o / P.C : 0;
+  for (int64_t u = g * P.ru.per_group; u < (g + 1) * P.ru.per_group; ++u)
+    f(u, P.ru.begin(u) - g * P.ru.rows, P.ru.end(u) - P.ru.begin(u));
+}
+
+// Merged statistics for outputs [o0, o1) from the unit partials um/uq (width() per unit).
+inline void merge_stats(const Units& P, int64_t o0, int64_t o1, const double* um, const double* uq, double* mean,
+                        double* m2) {
+  std::fill(mean + o0, mean + o1, 0.0);
+  std::fill(m2 + o0, m2 + o1, 0.0);
+  if (P.layout == Layout::ncs) {
+    for (int64_t o = o0; o < o1; ++o)
+      for_unit_partials(P, o, [&](int64_t u, int64_t na, int64_t nb) {
+        merge(static_cast<double>(na), static_cast<double>(nb), 1, mean + o, m2 + o, um + u, uq + u, 1);
+      });
+    return;
+  }
+  for (int64_t o = o0; o < o1;) {  // one sample (group of units) at a time, its channels as a vector
+    const int64_t g = o / P.C, c0 = o % P.C, c1 = std::min(o1 - g * P.C, P.C);
+    for_unit_partials(P, o, [&](int64_t u, int64_t na, int64_t nb) {
+      merge(static_cast<double>(na), static_cast<double>(nb), c1 - c0, mean + o, m2 + o, um + u * P.C + c0,
+            uq + u * P.C + c0, 1);
+    });
+    o = g * P.C + c1;
+  }
+}
+
+// Sums of unit partials for outputs [o0, o1), in unit order.
+inline void merge_sums(const Units& P, int64_t o0, int64_t o1, const double* u1, const double* u2, double* s1,
+                       double* s2) {
+  const int64_t w = P.width();
+  for (int64_t o = o0; o < o1; ++o) {
+    const int64_t c = w == 1 ? 0 : o % P.C;
+    double t1 = 0, t2 = 0;
+    for_unit_partials(P, o, [&](int64_t u, int64_t, int64_t) {
+      t1 += u1[u * w + c];
+      t2 += u2[u * w + c];
+    });
+    s1[o] = t1;
+    s2[o] = t2;
+  }
+}
+
+// Per-channel coefficient tables for the nsc elementwise passes: ext[i] = coef[i % C] for
+// i < padded(C + W), so a vector at any phase j % C, also one that wraps from channel C-1 to
+// channel 0, loads the right lanes. fill_ext writes the entries of channels [c0, c1).
+template <class A> inline void fill_ext(A* ext, int64_t E, int64_t C, const A* coef, int64_t c0, int64_t c1) {
+  for (int64_t c = c0; c < c1; ++c)
+    for (int64_t i = c; i < E; i += C) ext[i] = coef ? coef[c] : A(0);
+}
+
+template <class T> struct Kern {
+  using A = Acc<T>;
+  using V = VecOf<T>;
+  static constexpr int64_t W = V::W;
+
+  static int64_t ext_len(int64_t C) { return par::padded<A>(C + W); }
+
+  // ---- statistics
+
+  // Two-pass mean and M2 of L contiguous values.
+  static void run_stats(const T* p, int64_t L, double* mean, double* m2) {
+    V acc[4] = {set1(A(0)), set1(A(0)), set1(A(0)), set1(A(0))};
+    for_vectors<W>(L, [&](int64_t j, int64_t n, int k) { acc[k] = acc[k] + load_n(p, j, n); });  // scalar: s += x
+    const A m0 = reduce_add((acc[0] + acc[1]) + (acc[2] + acc[3])) / static_cast<A>(L);
+    const V vm = set1(m0);
+    V sd[4] = {set1(A(0)), set1(A(0)), set1(A(0)), set1(A(0))}, sq[4] = {sd[0], sd[0], sd[0], sd[0]};
+    for_vectors<W>(L, [&](int64_t j, int64_t n, int k) {
+      V d = load_n(p, j, n) - vm;  // scalar: d = x - m0; sd += d; sq += d * d
+      if (n < W) d = keep_first(d, n);
+      sd[k] = sd[k] + d;
+      sq[k] = fma(d, d, sq[k]);
+    });
+    const double s1 = reduce_add((sd[0] + sd[1]) + (sd[2] + sd[3]));
+    const double s2 = reduce_add((sq[0] + sq[1]) + (sq[2] + sq[3]));
+    *mean = static_cast<double>(m0) + s1 / static_cast<double>(L);
+    *m2 = std::max(0.0, s2 - s1 * s1 / static_cast<double>(L));
+  }
+
+  // Per-channel two-pass mean/M2 over rows [r0, r1) of C values; buf holds 3 padded rows of A.
+  static void rows_stats(const T* x, int64_t C, int64_t r0, int64_t r1, A* buf, double* om, double* oq) {
+    const int64_t P = par::padded<A>(C);
+    A *sum = buf, *sd = buf + P, *sq = buf + 2 * P;
+    std::memset(buf, 0, static_cast<size_t>(3 * P) * sizeof(A));
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t j = 0; j < C; j += W)  // scalar: sum[c] += x[r][c]
+        storeu(sum + j, loadu(sum + j) + load_n(x + r * C, j, std::min(W, C - j)));
+    const A inv = A(1) / static_cast<A>(r1 - r0);
+    for (int64_t j = 0; j < C; j += W) storeu(sum + j, loadu(sum + j) * set1(inv));  // now the first-pass mean
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t j = 0; j < C; j += W) {  // scalar: d = x[r][c] - mean[c]; sd[c] += d; sq[c] += d * d
+        const int64_t n = std::min(W, C - j);
+        V d = load_n(x + r * C, j, n) - loadu(sum + j);
+        if (n < W) d = keep_first(d, n);
+        storeu(sd + j, loadu(sd + j) + d);
+        storeu(sq + j, fma(d, d, loadu(sq + j)));
+      }
+    const double inv_cnt = 1.0 / static_cast<double>(r1 - r0);
+    for (int64_t c = 0; c < C; ++c) {
+      const double d = static_cast<double>(sd[c]);
+      om[c] = static_cast<double>(sum[c]) + d * inv_cnt;
+      oq[c] = std::max(0.0, static_cast<double>(sq[c]) - d * d * inv_cnt);
+    }
+  }
+
+  // rows_stats for C = K * W (K <= 8): the per-channel accumulators live in registers. Same
+  // operations in the same order as rows_stats, so the results are bitwise the same.
+  template <int K>
+  static void rows_stats_k(const T* x, int64_t stride, int64_t r0, int64_t r1, double* om, double* oq) {
+    constexpr int64_t C = K * W;  // channels of this block; rows are `stride` apart
+    V s[K], d[K], q[K];
+    for (int k = 0; k < K; ++k) s[k] = d[k] = q[k] = set1(A(0));
+    for (int64_t r = r0; r < r1; ++r)
+      for (int k = 0; k < K; ++k) s[k] = s[k] + loadu(x + r * stride + k * W);  // scalar: sum[c] += x[r][c]
+    const V inv = set1(A(1) / static_cast<A>(r1 - r0));
+    for (int k = 0; k < K; ++k) s[k] = s[k] * inv;
+    for (int64_t r = r0; r < r1; ++r)
+      for (int k = 0; k < K; ++k) {  // scalar: e = x[r][c] - mean[c]; d[c] += e; q[c] += e * e
+        const V e = loadu(x + r * stride + k * W) - s[k];
+        d[k] = d[k] + e;
+        q[k] = fma(e, e, q[k]);
+      }
+    A ms[C], ds[C], qs[C];
+    for (int k = 0; k < K; ++k) {
+      storeu(ms + k * W, s[k]);
+      storeu(ds + k * W, d[k]);
+      storeu(qs + k * W, q[k]);
+    }
+    const double inv_cnt = 1.0 / static_cast<double>(r1 - r0);
+    for (int64_t c = 0; c < C; ++c) {
+      const double dc = static_cast<double>(ds[c]);
+      om[c] = static_cast<double>(ms[c]) + dc * inv_cnt;
+      oq[c] = std::max(0.0, static_cast<double>(qs[c]) - dc * dc * inv_cnt);
+    }
+  }
+
+  // When C is whole vectors, calls f(c0, std::integral_constant<int, K>) for channel blocks
+  // [c0, c0 + K * W) of at most 8 vectors covering [0, C), and returns true; false otherwise.
+  template <class Fn> static bool by_blocks(int64_t C, Fn&& f) {
+    if (C % W != 0 || C == 0) return false;
+    for (int64_t c0 = 0; c0 < C; c0 += 8 * W) {
+      switch (std::min<int64_t>(8, (C - c0) / W)) {
+        case 1: f(c0, std::integral_constant<int, 1>{}); break;
+        case 2: f(c0, std::integral_constant<int, 2>{}); break;
+        case 3: f(c0, std::integral_constant<int, 3>{}); break;
+        case 4: f(c0, std::integral_constant<int, 4>{}); break;
+        case 5: f(c0, std::integral_constant<int, 5>{}); break;
+        case 6: f(c0, std::integral_constant<int, 6>{}); break;
+        case 7: f(c0, std::integral_constant<int, 7>{}); break;
+        default: f(c0, std::integral_constant<int, 8>{}); break;
+      }
+    }
+    return true;
+  }
+
+  // Mean/M2 partials of unit u into um/uq (width() values); buf: 3 * padded(C) of A (nsc).
+  static void stats_unit(const Units& P, const T* x, int64_t u, A* buf, double* um, double* uq) {
+    if (P.layout == Layout::ncs) {
+      const int64_t nc = u / P.K, k = u % P.K;
+      run_stats(x + nc * P.S + k * kSpan, std::min(kSpan, P.S - k * kSpan), um + u, uq + u);
+      return;
+    }
+    const int64_t C = P.C, r0 = P.ru.begin(u), r1 = P.ru.end(u);
+    const bool done = by_blocks(C, [&](int64_t c0, auto k) {
+      rows_stats_k<decltype(k)::value>(x + c0, C, r0, r1, um + u * C + c0, uq + u * C + c0);
+    });
+    if (!done) rows_stats(x, C, r0, r1, buf, um + u * C, uq + u * C);
+  }
+
+  // ---- backward sums: s1 = sum(dy), s2 = sum(dy * (x - m) * r) per unit (width() values)
+
+  // Over L contiguous values: *s1 = sum(dy), *s2 = sum(dy * (x - m) * r).
+  static void span_sums(const T* x, const T* dy, int64_t L, A m, A r, double* s1_out, double* s2_out) {
+    const V vm = set1(m), vr = set1(r);
+    V s1[4] = {set1(A(0)), set1(A(0)), set1(A(0)), set1(A(0))}, s2[4] = {s1[0], s1[0], s1[0], s1[0]};
+    for_vectors<W>(L, [&](int64_t j, int64_t n, int k) {  // scalar: s1 += dy; s2 += dy * (x - m) * r
+      V xh = (load_n(x, j, n) - vm) * vr;
+      if (n < W) xh = keep_first(xh, n);
+      const V g = load_n(dy, j, n);
+      s1[k] = s1[k] + g;
+      s2[k] = fma(g, xh, s2[k]);
+    });
+    *s1_out = reduce_add((s1[0] + s1[1]) + (s1[2] + s1[3]));
+    *s2_out = reduce_add((s2[0] + s2[1]) + (s2[2] + s2[3]));
+  }
+
+  static void grad_sums_unit(const Units& P, const T* x, const T* dy, const A* m, const A* r, int64_t ns, int64_t u,
+                             A* buf, double* u1s, double* u2s) {
+    const int64_t C = P.C, S = P.S;
+    if (P.layout == Layout::ncs) {
+      const int64_t nc = u / P.K, off = nc * S + (u % P.K) * kSpan, L = std::min(kSpan, S - (u % P.K) * kSpan);
+      const int64_t i = (nc / C) * ns + nc % C;
+      span_sums(x + off, dy + off, L, m[i], r[i], u1s + u, u2s + u);
+      return;
+    }
+    const int64_t r0 = P.ru.begin(u), r1 = P.ru.end(u);
+    A* t1s = buf;
+    A* t2s = buf + par::padded<A>(C);
+    // Coefficients are constant over a unit (per-sample units, or shared by all samples).
+    const bool fixed = P.per_sample || ns == 0;
+    const bool done = fixed && by_blocks(C, [&](int64_t c0, auto kc) {
+      constexpr int K = decltype(kc)::value;
+      const A *mm = m + (r0 / S) * ns + c0, *rr = r + (r0 / S) * ns + c0;
+      V t1[K], t2[K], vm[K], vr[K];
+      for (int k = 0; k < K; ++k) {
+        t1[k] = t2[k] = set1(A(0));
+        vm[k] = loadu(mm + k * W);
+        vr[k] = loadu(rr + k * W);
+      }
+      for (int64_t row = r0; row < r1; ++row)
+        for (int k = 0; k < K; ++k) {  // scalar: s1[c] += dy; s2[c] += dy * (x - m[c]) * r[c]
+          const V g = loadu(dy + row * C + c0 + k * W);
+          t1[k] = t1[k] + g;
+          t2[k] = fma(g, (loadu(x + row * C + c0 + k * W) - vm[k]) * vr[k], t2[k]);
+        }
+      for (int k = 0; k < K; ++k) {
+        storeu(t1s + c0 + k * W, t1[k]);
+        storeu(t2s + c0 + k * W, t2[k]);
+      }
+    });
+    if (!done) std::memset(buf, 0, static_cast<size_t>(2 * par::padded<A>(C)) * sizeof(A));
+    for (int64_t row = r0; !done && row < r1; ++row) {
+      const A *mm = m + (row / S) * ns, *rr = r + (row / S) * ns;
+      for (int64_t j = 0; j < C; j += W) {  // scalar: s1[c] += dy; s2[c] += dy * (x - m[c]) * r[c]
+        const int64_t n = std::min(W, C - j);
+        const V g = load_n(dy + row * C, j, n);
+        V xh = (load_n(x + row * C, j, n) - loadu(mm + j)) * loadu(rr + j);
+        if (n < W) xh = keep_first(xh, n);
+        storeu(t1s + j, loadu(t1s + j) + g);
+        storeu(t2s + j, fma(g, xh, loadu(t2s + j)));
+      }
+    }
+    for (int64_t c = 0; c < C; ++c) {
+      u1s[u * C + c] = t1s[c];
+      u2s[u * C + c] = t2s[c];
+    }
+  }
+
+  // ---- elementwise passes: out = op(x, dy, coefficients of (n, c)), both layouts
+  //
+  // ncs: per span, the coefficients are scalars broadcast over the span; `coef[q]` is indexed
+  // [n * ns + c]. nsc: a run of rows is one flat array whose coefficients repeat with period C;
+  // they are read from ext tables (fill_ext) at the running phase j % C: `coef[q]` then points
+  // at set 0 of table q, the sets of consecutive samples (ns != 0) `set_stride` apart.
+  struct Coef4 {
+    const A* p[4];
+    int64_t ns;          // ncs: per-sample stride of the coefficient arrays (0: shared)
+    int64_t set_stride;  // nsc: distance between the tables of consecutive samples (0: shared)
+  };
+
+  template <class Op>
+  static void apply_unit(const Units& P, int64_t u, const T* x, const T* dy, T* out, const Coef4& cf, bool streaming,
+                         Op op) {
+    const int64_t C = P.C, S = P.S;
+    if (P.layout == Layout::ncs) {
+      const int64_t nc = u / P.K, off = nc * S + (u % P.K) * kSpan;
+      const int64_t L = std::min(kSpan, S - (u % P.K) * kSpan), i = (nc / C) * cf.ns + nc % C;
+      V cv[4];
+      for (int q = 0; q < 4; ++q) cv[q] = set1(cf.p[q] ? cf.p[q][i] : A(0));
+      const T* xs = x + off;
+      const T* ds = dy ? dy + off : nullptr;
+      write_row(out + off, L, streaming, [&](int64_t j, int64_t k) {
+        return op(load_n(xs, j, k), ds ? load_n(ds, j, k) : cv[0], cv);
+      });
+      return;
+    }
+    const int64_t r0 = P.ru.begin(u), r1 = P.ru.end(u), set = (r0 / S) * cf.set_stride;
+    const A* e[4] = {cf.p[0] + set, cf.p[1] + set, cf.p[2] + set, cf.p[3] ? cf.p[3] + set : cf.p[2] + set};
+    const auto run = [&](int64_t off, int64_t L, auto phase_of) {
+      const T* xs = x + off;
+      const T* ds = dy ? dy + off : nullptr;
+      write_row(out + off, L, streaming, [&](int64_t j, int64_t k) {
+        const int64_t p = phase_of(j);
+        const V cv[4] = {loadu(e[0] + p), loadu(e[1] + p), loadu(e[2] + p), loadu(e[3] + p)};
+        return op(load_n(xs, j, k), ds ? load_n(ds, j, k) : cv[0], cv);
+      });
+    };
+    if (C >= 8 * W) {  // long rows are written one by one, short ones as one flat run per unit
+      for (int64_t r = r0; r < r1; ++r) run(r * C, C, [](int64_t j) { return j; });
+    } else {
+      int64_t phase = 0, last = 0;  // phase = j % C, advanced incrementally
+      run(r0 * C, (r1 - r0) * C, [&](int64_t j) {
+        phase += j - last;
+        last = j;
+        while (phase >= C) phase -= C;
+        return phase;
+      });
+    }
+  }
+
+  static V affine_op(V x, V, const V* k) { return fma(x - k[0], k[1], k[2]); }  // scalar: y = (x - m) * a + b
+  static V grad_op(V x, V dy, const V* k) {  // scalar: dx = k1 dy + k2 (x - m) + k3
+    return fma(dy, k[1], fma(x - k[0], k[2], k[3]));
+  }
+};
+
+// One parallel region of at most nt threads: f(t, T) on thread t of T. Phases inside f are
+// separated by sync() (an OpenMP barrier; nothing when T = 1).
+template <class F> inline void region(int nt, F&& f) {
+  if (nt <= 1) {
+    f(0, 1);
+    return;
+  }
+#pragma omp parallel num_threads(nt)
+  f(omp_get_thread_num(), omp_get_num_threads());
+}
+inline void sync(int T) {
+  if (T > 1) {
+#pragma omp barrier
+  }
+}
+// Part t of T of [0, n).
+inline int64_t part(int64_t n, int t, int T) { return n * t / T; }
+
+}  // namespace
+}  // namespace nk::cpu::NK_ISA
