@@ -294,35 +294,6 @@ py::tuple batch_norm_backward(py::handle dy_, py::handle x_, py::handle mean_, p
 
 // ---------------------------------------------------------------- GroupNorm / InstanceNorm
 
-// Per-(n, g) mean and rstd from per-(n, c) statistics (Chan merges over the group's channels);
-// used for channels-last (NCHW takes the fused kernel).
-void group_stats(const View& v, int64_t G, double eps, std::vector<double>& gmean, std::vector<double>& grstd,
-                 std::vector<double>* inst_mean = nullptr, std::vector<double>* inst_m2 = nullptr) {
-  std::vector<double> mean, m2;
-  const int64_t Cg = v.C / G;
-  stats(v, true, mean, m2);
-  gmean.assign(static_cast<size_t>(v.N * G), kNaN);
-  grstd.assign(static_cast<size_t>(v.N * G), kNaN);
-  for (int64_t n = 0; n < v.N; ++n)
-    for (int64_t g = 0; g < G; ++g) {
-      double cnt = 0, m = 0, q = 0;
-      for (int64_t c = g * Cg; c < (g + 1) * Cg; ++c) {
-        const double nb = static_cast<double>(v.S), d = mean[n * v.C + c] - m;
-        if (nb == 0) continue;
-        const double tot = cnt + nb;
-        m += d * (nb / tot);
-        q += m2[n * v.C + c] + d * d * (cnt * nb / tot);
-        cnt = tot;
-      }
-      if (cnt > 0) {
-        gmean[n * G + g] = m;
-        grstd[n * G + g] = 1.0 / std::sqrt(q / cnt + eps);
-      }
-    }
-  if (inst_mean) *inst_mean = mean;
-  if (inst_m2) *inst_m2 = m2;
-}
-
 // y with per-(n, c) coefficients from per-(n, g) statistics (shared by GroupNorm/InstanceNorm).
 void group_apply(const View& v, int64_t G, const std::vector<double>& gm, const std::vector<double>& gr,
                  const std::vector<double>& w, const std::vector<double>& b, py::array& y, int64_t ns) {
@@ -337,33 +308,6 @@ void group_apply(const View& v, int64_t G, const std::vector<double>& gm, const 
       k.set(2, n * v.C + c, b[c]);
     }
   apply_affine(v, y, k, ns);
-}
-
-// Channels-last GroupNorm / InstanceNorm forward in batches of samples small enough to stay in
-// the cache between the statistics pass and the normalize pass (x is then read from memory once).
-void batched(const View& v, int64_t G, double eps, const std::vector<double>& w, const std::vector<double>& b,
-             py::array& y, std::vector<double>& gm, std::vector<double>& gr, std::vector<double>* im,
-             std::vector<double>* iq) {
-  constexpr int64_t kBatchBytes = int64_t{8} << 20;
-  const int64_t sample = v.C * v.S * static_cast<int64_t>(v.x.itemsize());
-  const int64_t per = std::max<int64_t>(1, kBatchBytes / std::max<int64_t>(sample, 1));
-  gm.clear();
-  gr.clear();
-  if (im) im->clear();
-  if (iq) iq->clear();
-  for (int64_t n0 = 0; n0 < v.N || (n0 == 0 && v.N == 0); n0 += per) {
-    View part = v;
-    part.n0 = n0;
-    part.N = std::min(per, v.N - n0);
-    std::vector<double> m, r, pm, pq;
-    group_stats(part, G, eps, m, r, im ? &pm : nullptr, iq ? &pq : nullptr);
-    group_apply(part, G, m, r, w, b, y, v.C);
-    gm.insert(gm.end(), m.begin(), m.end());
-    gr.insert(gr.end(), r.begin(), r.end());
-    if (im) im->insert(im->end(), pm.begin(), pm.end());
-    if (iq) iq->insert(iq->end(), pq.begin(), pq.end());
-    if (v.N == 0) break;
-  }
 }
 
 // Backward of the per-(n, g) normalization with per-channel weight (G = C: InstanceNorm).
@@ -410,7 +354,8 @@ py::tuple group_backward(View& v, py::array dy, int64_t G, const std::vector<dou
   return py::make_tuple(dx, to_param(dw, C, pdt), to_param(db, C, pdt));
 }
 
-// NCHW GroupNorm / InstanceNorm forward, fused per (n, g); fills per-(n, g) mean, M2, rstd.
+// GroupNorm / InstanceNorm forward, fused (per (n, g) for NCHW, per batch of samples for
+// channels-last); fills per-(n, g) mean, M2, rstd.
 py::array group_fused(View& v, int64_t G, py::handle w_, py::handle b_, double eps, py::handle out_,
                       std::vector<double>& gm, std::vector<double>& gq, std::vector<double>& gr) {
   const py::object w = param_acc(w_, "weight", v.dt, {v.C});
@@ -423,7 +368,8 @@ py::array group_fused(View& v, int64_t G, py::handle w_, py::handle b_, double e
   GroupFwdArgs a{v.dt, v.N, v.C, v.S, G, v.x.data(), y.mutable_data(), ptr_or_null(w), ptr_or_null(b), eps, gm.data(), gq.data(), gr.data()};
   if (v.x.size() > 0) {
     py::gil_scoped_release nogil;
-    group_norm_fwd_ncs(a);
+    if (v.layout == Layout::ncs) group_norm_fwd_ncs(a);
+    else group_norm_fwd_nsc(a);
   }
   return y;
 }
@@ -441,15 +387,7 @@ py::object group_norm_forward(py::handle x_, int64_t G, py::handle w_, py::handl
   check_groups(G, v.C);
   check_eps(eps);
   std::vector<double> gm, gq, gr;
-  py::array y;
-  if (v.layout == Layout::ncs) {
-    y = group_fused(v, G, w_, b_, eps, out_, gm, gq, gr);
-  } else {
-    const std::vector<double> w = param_values(w_, "weight", v, 1.0, nullptr);
-    const std::vector<double> b = param_values(b_, "bias", v, 0.0, nullptr);
-    y = output(out_, v);
-    batched(v, G, eps, w, b, y, gm, gr, nullptr, nullptr);
-  }
+  const py::array y = group_fused(v, G, w_, b_, eps, out_, gm, gq, gr);
   if (!want_stats) return y;
   return py::make_tuple(y, acc_array({v.N, G}, v.dt, gm), acc_array({v.N, G}, v.dt, gr));
 }
@@ -493,8 +431,6 @@ py::object instance_norm_forward(py::handle x_, py::handle w_, py::handle b_, py
   check_eps(eps);
   check_momentum(momentum);
   const int64_t N = v.N, C = v.C;
-  const std::vector<double> w = param_values(w_, "weight", v, 1.0, nullptr);
-  const std::vector<double> b = param_values(b_, "bias", v, 0.0, nullptr);
   Running run = running_stats(rm_, rv_, C, use_input_stats);
   std::vector<double> gm, gr;
   py::array y;
@@ -502,14 +438,9 @@ py::object instance_norm_forward(py::handle x_, py::handle w_, py::handle b_, py
     if (v.S < 2)
       throw py::value_error("instance_norm with use_input_stats=True needs more than 1 spatial value per channel, "
                             "got x of shape " + shape_str(v.shape));
-    std::vector<double> im, iq;
-    if (v.layout == Layout::ncs) {
-      y = group_fused(v, C, w_, b_, eps, out_, gm, iq, gr);
-      im = gm;
-    } else {
-      y = output(out_, v);
-      batched(v, C, eps, w, b, y, gm, gr, &im, &iq);
-    }
+    std::vector<double> iq;
+    y = group_fused(v, C, w_, b_, eps, out_, gm, iq, gr);
+    const std::vector<double>& im = gm;
     if (run.given() && N > 0) {  // PyTorch: batch averages of the per-instance mean / unbiased variance
       std::vector<double> bm(static_cast<size_t>(C), 0.0), bv(static_cast<size_t>(C), 0.0);
       for (int64_t n = 0; n < N; ++n)
@@ -523,6 +454,8 @@ py::object instance_norm_forward(py::handle x_, py::handle w_, py::handle b_, py
   } else {
     if (!run.given())
       throw py::value_error("instance_norm with use_input_stats=False needs running_mean and running_var");
+    const std::vector<double> w = param_values(w_, "weight", v, 1.0, nullptr);
+    const std::vector<double> b = param_values(b_, "bias", v, 0.0, nullptr);
     gm.resize(static_cast<size_t>(N * C));
     gr.resize(static_cast<size_t>(N * C));
     for (int64_t n = 0; n < N; ++n)

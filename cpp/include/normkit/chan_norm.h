@@ -70,10 +70,12 @@ struct ChanGradApplyArgs {
   int64_t coef_nstride;
 };
 
-// GroupNorm / InstanceNorm (Cg = C / G channels per group, Cg = 1 for InstanceNorm) forward in
-// the ncs layout, fused per (n, g): the group's Cg * S values are contiguous, so their
+// GroupNorm / InstanceNorm (Cg = C / G channels per group, Cg = 1 for InstanceNorm) forward.
+// ncs (group_norm_fwd_ncs): fused per (n, g): the group's Cg * S values are contiguous, so their
 // statistics are taken and they are normalized while still in cache (x is read from memory once
-// when a group fits in L2):
+// when a group fits in L2). nsc (group_norm_fwd_nsc): per batch of samples that fits in cache,
+// per-(n, c) statistics (units as chan_stats per sample), Chan merges over each group's channels
+// in channel order, then the normalize pass. Both write:
 //   mean[k], m2[k], rstd[k] = 1/sqrt(m2[k] / (Cg*S) + eps) for k = n * G + g            (= written)
 //   y = (x - mean[k]) * rstd[k] * weight[c] + bias[c]                                  (= written)
 // weight, bias: A[C] or nullptr (ones / zeros). y may equal x.
@@ -149,6 +151,7 @@ void batch_norm_fwd(const BatchNormFwdArgs& args);
 void batch_norm_bwd(const BatchNormBwdArgs& args);
 void group_norm_bwd_ncs(const GroupBwdArgs& args);
 void group_norm_fwd_ncs(const GroupFwdArgs& args);
+void group_norm_fwd_nsc(const GroupFwdArgs& args);
 void chan_affine(const ChanAffineArgs& args);
 void chan_grad_sums(const ChanGradSumsArgs& args);
 void chan_grad_apply(const ChanGradApplyArgs& args);

@@ -5,7 +5,8 @@
 // share of the channels, in unit order, and writes their coefficients, (3) each thread applies
 // the elementwise pass to the same units it reduced, which are still in its cache when the tensor
 // is small enough. Phases are separated by barriers; no result depends on which thread ran what.
-// GroupNorm/InstanceNorm backward (NCHW) is fused per (n, g) block instead.
+// GroupNorm/InstanceNorm forward (channels-last) runs the same three phases per batch of samples
+// small enough to stay in cache; their backward (NCHW) is fused per (n, g) block instead.
 #include "chan_kern.h"
 
 namespace nk::cpu::NK_ISA {
@@ -116,6 +117,60 @@ template <class T> struct Fused : Kern<T> {
     });
   }
 
+  static void group_fwd_nsc(const GroupFwdArgs& a) {
+    constexpr int64_t kBatchBytes = int64_t{8} << 20;  // samples per batch: x stays in cache between phases
+    const int64_t N = a.N, C = a.C, S = a.S, G = a.G, Cg = C / G, E = K::ext_len(C);
+    const int64_t per = std::max<int64_t>(1, kBatchBytes / std::max<int64_t>(C * S * int64_t{sizeof(T)}, 1));
+    const int64_t nb = std::min(per, N), upn = make_units(Layout::nsc, 1, C, S, true).count();  // units per sample
+    const T* x = static_cast<const T*>(a.x);
+    T* y = static_cast<T*>(a.y);
+    const A* wt = static_cast<const A*>(a.weight);
+    const A* bs = static_cast<const A*>(a.bias);
+    const int nt = threads_for(nb * upn, N * C * S);
+    double* um = par::scratch<double>(0, 2 * nb * upn * C + 2 * nb * C);
+    double* uq = um + nb * upn * C;
+    double* im = uq + nb * upn * C;  // per-(n, c) mean and M2 of the batch
+    double* iq = im + nb * C;
+    A* bufs = par::scratch<A>(1, nt * 3 * par::padded<A>(C));
+    A* tab = par::scratch<A>(2, nb * 3 * E);  // per sample: tables m, a, b
+    const bool streaming = use_streaming(2, N * C * S, sizeof(T));
+    region(nt, [&](int t, int T_) {
+      A* buf = bufs + t * 3 * par::padded<A>(C);
+      for (int64_t n0 = 0; n0 < N; n0 += per) {
+        const int64_t n1 = std::min(N, n0 + per), U = (n1 - n0) * upn, off = n0 * S * C;
+        const Units P = make_units(Layout::nsc, n1 - n0, C, S, true);
+        for (int64_t u = part(U, t, T_); u < part(U, t + 1, T_); ++u) K::stats_unit(P, x + off, u, buf, um, uq);
+        sync(T_);
+        const int64_t ng = (n1 - n0) * G;
+        for (int64_t k = part(ng, t, T_); k < part(ng, t + 1, T_); ++k) {
+          const int64_t n = k / G, c0 = n * C + (k % G) * Cg, kk = n0 * G + k;
+          merge_stats(P, c0, c0 + Cg, um, uq, im, iq);
+          double cnt = 0, m = 0, q = 0;
+          for (int64_t o = c0; o < c0 + Cg; ++o) {  // Chan merges over the group's channels, in order
+            const double nbv = static_cast<double>(S), d = im[o] - m, tot = cnt + nbv;
+            m += d * (nbv / tot);
+            q += iq[o] + d * d * (cnt * nbv / tot);
+            cnt = tot;
+          }
+          const double rstd = 1.0 / std::sqrt(q / cnt + a.eps);
+          a.mean[kk] = m;
+          a.m2[kk] = q;
+          a.rstd[kk] = rstd;
+          for (int64_t c = c0 - n * C; c < c0 - n * C + Cg; ++c) {
+            const A v[3] = {static_cast<A>(m), static_cast<A>(rstd * (wt ? static_cast<double>(wt[c]) : 1.0)),
+                            bs ? bs[c] : A(0)};
+            set_coef(tab + n * 3 * E, E, C, 3, c, v);
+          }
+        }
+        sync(T_);
+        const Coef4 cf{{tab, tab + E, tab + 2 * E, nullptr}, 0, 3 * E};
+        for (int64_t u = part(U, t, T_); u < part(U, t + 1, T_); ++u)
+          K::apply_unit(P, u, x + off, nullptr, y + off, cf, streaming, K::affine_op);
+      }
+      if (streaming) stream_fence();
+    });
+  }
+
   static void group_bwd(const GroupBwdArgs& a) {
     const int64_t N = a.N, C = a.C, S = a.S, G = a.G, Cg = C / G, L = Cg * S;
     const T* x = static_cast<const T*>(a.x);
@@ -179,6 +234,9 @@ void batch_norm_fwd(const BatchNormFwdArgs& a) {
 }
 void batch_norm_bwd(const BatchNormBwdArgs& a) {
   by_dtype<Fused>(a, [&](auto k) { decltype(k)::bn_bwd(a); });
+}
+void group_norm_fwd_nsc(const GroupFwdArgs& a) {
+  by_dtype<Fused>(a, [&](auto k) { decltype(k)::group_fwd_nsc(a); });
 }
 void group_norm_bwd_ncs(const GroupBwdArgs& a) {
   by_dtype<Fused>(a, [&](auto k) { decltype(k)::group_bwd(a); });
