@@ -1,14 +1,15 @@
 // normkit — native benches of the channel-wise norm kernels (BatchNorm, GroupNorm, InstanceNorm).
 //
-// Each Python op is one or two of these kernels plus O(C) coefficient math:
-//   BatchNorm training forward = chan_stats + chan_affine; eval forward = chan_affine;
-//   backward = chan_grad_sums + chan_grad_apply; GroupNorm/InstanceNorm NCHW forward =
-//   group_norm_fwd_ncs (fused). Shapes are (N, C, S) in the layout named (ncs = NCHW,
-//   nsc = channels-last); 256x1024x1 is BatchNorm1d on (256, 1024).
+// The Python ops call: BatchNorm training / eval forward = batch_norm_fwd (fused; bn_train /
+// bn_eval here), backward = batch_norm_bwd; GroupNorm/InstanceNorm forward = group_norm_fwd_ncs
+// or group_norm_fwd_nsc, NCHW backward = group_norm_bwd_ncs, channels-last backward =
+// chan_grad_sums + chan_grad_apply; chan_stats and chan_affine are the unfused building blocks.
+// Shapes are (N, C, S) in the layout named (ncs = NCHW, nsc = channels-last); 256x1024x1 is
+// BatchNorm1d on (256, 1024).
 //
-// Minimum traffic counted: stats reads x; affine reads x, writes y; grad_sums reads x and dy;
-// grad_apply reads x and dy, writes dx; group_fwd reads x, writes y. Compare bytes_per_second
-// with the copy bench of the same shape and threads.
+// Minimum traffic counted: stats reads x; forward passes read x and write y; grad_sums reads x
+// and dy; backward passes read x and dy and write dx. Compare bytes_per_second with the copy
+// bench of the same shape and threads.
 //
 //   bench_chan --benchmark_filter='chan_affine/f32/nsc/256x1024x1' --benchmark_min_time=0.1
 #include <cstdint>
@@ -37,12 +38,12 @@ template <class T>
 struct ChanData {
   ChanShape s;
   Buffer<T> x, dy, y;
-  Buffer<float> m, a, b, k3, w;  // per (n, c) coefficients (N*C), weight/bias per channel
+  Buffer<float> m, a, b, k3, k1, w;  // per (n, c) coefficients (N*C), weight/bias per channel
   std::vector<double> mean, m2, sdy, sdyx, gm, gq, gr;
 
   explicit ChanData(ChanShape shape)
       : s(shape), x(s.elems()), dy(s.elems()), y(s.elems()), m(s.N * s.C), a(s.N * s.C), b(s.N * s.C),
-        k3(s.N * s.C), w(s.C), mean(s.N * s.C), m2(s.N * s.C), sdy(s.N * s.C), sdyx(s.N * s.C),
+        k3(s.N * s.C), k1(s.N * s.C), w(s.C), mean(s.N * s.C), m2(s.N * s.C), sdy(s.N * s.C), sdyx(s.N * s.C),
         gm(s.N * kGroups), gq(s.N * kGroups), gr(s.N * kGroups) {
     fill_uniform(x, -2.0f, 2.0f, 1);
     fill_uniform(dy, -1.0f, 1.0f, 2);
@@ -55,7 +56,7 @@ struct ChanData {
   }
 };
 
-enum class Kernel { stats, affine, grad_sums, grad_apply, group_fwd };
+enum class Kernel { stats, affine, grad_sums, grad_apply, group_fwd, bn_train, bn_eval, bn_bwd, group_bwd };
 struct Op {
   const char* name;
   Kernel kernel;
@@ -64,7 +65,9 @@ struct Op {
 constexpr Op kOps[] = {
     {"chan_stats", Kernel::stats, 1},         {"chan_affine", Kernel::affine, 2},
     {"chan_grad_sums", Kernel::grad_sums, 2}, {"chan_grad_apply", Kernel::grad_apply, 3},
-    {"group_norm_fwd_ncs", Kernel::group_fwd, 2},
+    {"group_norm_fwd", Kernel::group_fwd, 2},     {"batch_norm_fwd_train", Kernel::bn_train, 2},
+    {"batch_norm_fwd_eval", Kernel::bn_eval, 2},  {"batch_norm_bwd", Kernel::bn_bwd, 3},
+    {"group_norm_bwd_ncs", Kernel::group_bwd, 3},
 };
 const ChanShape kShapes[] = {
     {32, 64, 56 * 56, Layout::ncs}, {32, 64, 56 * 56, Layout::nsc}, {8, 256, 14 * 14, Layout::ncs},
@@ -109,7 +112,40 @@ void run_op(benchmark::State& state, Op op, ChanShape s, const std::string& isa,
       const GroupFwdArgs a{dt,         s.N,          s.C,         s.S,         kGroups, d.x.data(), d.y.data(),
                            d.w.data(), d.b.data(),   1e-5,        d.gm.data(), d.gq.data(), d.gr.data()};
       for (auto _ : state) {
-        group_norm_fwd_ncs(a);
+        if (s.layout == Layout::ncs) group_norm_fwd_ncs(a);
+        else group_norm_fwd_nsc(a);
+        benchmark::ClobberMemory();
+      }
+      break;
+    }
+    case Kernel::bn_train:
+    case Kernel::bn_eval: {
+      const bool train = op.kernel == Kernel::bn_train;
+      // eval: m and a serve as the running mean and variance; k3 and k1 receive save_mean / save_rstd
+      const BatchNormFwdArgs a{dt,         s.layout,   s.N,        s.C,        s.S,   d.x.data(),  d.y.data(),
+                               d.w.data(), d.b.data(), d.m.data(), d.a.data(), train, 1e-5,        d.k3.data(),
+                               d.k1.data(), nullptr,   nullptr};
+      for (auto _ : state) {
+        batch_norm_fwd(a);
+        benchmark::ClobberMemory();
+      }
+      break;
+    }
+    case Kernel::bn_bwd: {
+      const BatchNormBwdArgs a{dt,         s.layout,   s.N,        s.C,  s.S,          d.x.data(),   d.dy.data(),
+                               d.y.data(), d.m.data(), d.a.data(), d.w.data(), true, d.sdy.data(), d.sdyx.data()};
+      for (auto _ : state) {
+        batch_norm_bwd(a);
+        benchmark::ClobberMemory();
+      }
+      break;
+    }
+    case Kernel::group_bwd: {
+      const GroupBwdArgs a{dt,          s.N,        s.C,        s.S,        kGroups,      d.x.data(),    d.dy.data(),
+                           d.y.data(),  d.m.data(), d.a.data(), d.w.data(), false,        d.sdy.data(),  d.sdyx.data(),
+                           d.mean.data(), d.m2.data()};
+      for (auto _ : state) {
+        group_norm_bwd_ncs(a);
         benchmark::ClobberMemory();
       }
       break;
@@ -124,7 +160,9 @@ void register_dtype() {
     const std::string tag = std::string(TypeInfo<T>::name) + "/" + s.name();
     register_copy(tag, s.elems() * static_cast<int64_t>(sizeof(T)));
     for (const Op& op : kOps) {
-      if (op.kernel == Kernel::group_fwd && (s.layout != Layout::ncs || s.C % kGroups != 0)) continue;
+      const bool grouped = op.kernel == Kernel::group_fwd || op.kernel == Kernel::group_bwd;
+      if (grouped && (s.C % kGroups != 0 || s.S == 1)) continue;
+      if (op.kernel == Kernel::group_bwd && s.layout != Layout::ncs) continue;
       for (const std::string& isa : isa_axis())
         for (int threads : thread_axis())
           add(std::string(op.name) + "/" + tag + axes_suffix(isa, threads),
