@@ -9,8 +9,10 @@ import pytest
 import reference as ref
 from conftest import DTYPE_IDS, DTYPES, assert_close, randn
 
-CASES = [  # (NCHW shape, size): spatial tails around the 256-position blocks, windows > C
+CASES = [  # (NCHW shape, size): spatial tails around the blocks, windows > C, direct (<= 16) and running sums
     ((2, 13, 5, 7), 5),
+    ((1, 7, 4100), 5),
+    ((2, 20, 37), 16),
     ((3, 8, 17, 17), 3),
     ((1, 20, 300), 17),
     ((2, 6, 3), 1),
@@ -57,11 +59,16 @@ def test_forward_backward(isa, rng, dtype, ca, shape, size):
     np.testing.assert_array_equal(x.view(np.uint8), x_before.view(np.uint8))
 
 
-@pytest.mark.parametrize("beta", [0.5, 1.0, 0.0, 0.3, 2.0])
-def test_betas(isa, rng, beta):
-    x = rng.standard_normal((2, 9, 11)).astype(np.float32)
-    y = nk.local_response_norm(x, 4, alpha=1.0, beta=beta, k=2.0)
-    assert_close(y, ref.local_response_norm(x, 4, alpha=1.0, beta=beta, k=2.0)[0], np.float32, "fwd", "y", "y")
+@pytest.mark.parametrize("ca", [1, -1])
+@pytest.mark.parametrize("beta", [0.75, 0.5, 1.0, 0.0, 0.3, 2.0])
+def test_betas(isa, rng, beta, ca):
+    x = _layout(rng.standard_normal((2, 9, 11)).astype(np.float32), ca)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    kw = {"alpha": 1.0, "beta": beta, "k": 2.0, "channel_axis": ca}
+    y, scale = nk.local_response_norm_forward(x, 4, **kw)
+    assert_close(y, ref.local_response_norm(x, 4, **kw)[0], np.float32, "fwd", "y", "y")
+    (dx,) = nk.local_response_norm_backward(dy, x, y, scale, 4, alpha=1.0, beta=beta, channel_axis=ca)
+    assert_close(dx, ref.local_response_norm_backward(dy, x, 4, **kw), np.float32, "bwd", "dx", "dx")
 
 
 def test_alexnet_defaults_match_torch(rng):
@@ -144,3 +151,13 @@ def test_strided_out_in_place_zero_size(rng):
 def test_bad_inputs(call, exc, msg):
     with pytest.raises(exc, match=msg):
         call()
+
+
+def test_subnormal_scale(isa, rng):
+    # k and x tiny: scale is a float32 subnormal, which hardware 1/sqrt estimates flush to zero.
+    x = (rng.standard_normal((2, 9, 40)) * 1e-21).astype(np.float32)
+    kw = {"alpha": 1.0, "beta": 0.75, "k": 1e-39}
+    y, scale = nk.local_response_norm_forward(x, 3, **kw)
+    assert scale.min() < np.finfo(np.float32).tiny
+    ry = ref.local_response_norm(x, 3, **kw)[0]
+    np.testing.assert_allclose(y, ry, rtol=1e-5, atol=0)

@@ -1,12 +1,14 @@
 // Local response normalization kernels (contract: normkit/lrn.h). Compiled once per ISA.
 //
-// One pass per direction. ncs: a unit is (n, a block of kSpanBlock spatial positions); the
-// channel loop keeps the window's sum in double for every position of the block (add the
-// entering channel's squares, subtract the leaving one's, kept in a ring of rows), so every
-// element is read from memory once and the block's rows stay in L1/L2. nsc: a unit is one row of
-// C channels, whose squares (or dy*y/scale terms) go into a zero-padded double buffer; window
-// sums are direct for small windows and running for large ones. Elementwise otherwise, so
-// results do not depend on the thread count.
+// One pass per direction. ncs: a unit is (n, a block of kSpanBlock spatial positions) walked
+// along the channels, the terms of the channels in the window (x^2 forward, dy*y/scale
+// backward) kept in a ring of rows, so every element is read from memory once and the block's
+// rows stay in L1. nsc: a unit is one row of C channels, its terms in a zero-padded buffer.
+// Windows of up to kDirectMax channels (AlexNet's is 5) are summed directly from the terms, in
+// channel order, in the accumulation type: nothing is subtracted, so nothing cancels and a NaN
+// stays inside the windows that hold it. Larger windows keep a running sum in double (add the
+// entering channel, subtract the leaving one; a window that turned inf/NaN is re-summed
+// directly). Elementwise otherwise, so results do not depend on the thread count.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -18,8 +20,15 @@
 namespace nk::cpu::NK_ISA {
 namespace {
 
-constexpr int64_t kSpanBlock = 256;  // ncs: spatial positions per unit (a multiple of every W)
-constexpr int64_t kDirectMax = 16;   // nsc: direct window sums up to this size
+constexpr int64_t kSpanBlock = 256;    // ncs: spatial positions per unit (a multiple of every W)
+constexpr int64_t kDirectMax = 16;     // windows up to this size are summed directly
+// ncs, direct windows: spatial positions per unit at most (long contiguous runs stream well);
+// S is cut into equal blocks of a multiple of 16 (every W) positions.
+constexpr int64_t kDirectBlock = 4096;
+inline int64_t direct_block(int64_t S) {
+  const int64_t blocks = std::max<int64_t>(1, (S + kDirectBlock - 1) / kDirectBlock);
+  return ((S + blocks - 1) / blocks + 15) / 16 * 16;
+}
 
 // scale^(-beta) with exact fast paths for the common betas.
 enum class PowKind { three_quarters, half, one, zero, general };
@@ -52,16 +61,13 @@ template <class T> struct Kern {
     else return narrow(loadu(p), loadu(p + W / 2));
   }
 
-  static V pow_neg(V s, PowKind kind, A beta) {
-    const V one = set1(A(1));
+  // s^-beta from r = 1/sqrt(s).
+  static V pow_from_r(V s, V r, PowKind kind, A beta) {
     switch (kind) {
-      case PowKind::three_quarters: {  // scalar: r = 1/sqrt(s); s^-0.75 = r * sqrt(r)
-        const V r = one / vsqrt(s);
-        return r * vsqrt(r);
-      }
-      case PowKind::half: return one / vsqrt(s);
-      case PowKind::one: return one / s;
-      case PowKind::zero: return one;
+      case PowKind::three_quarters: return r * vsqrt(r);  // scalar: s^-0.75 = r * sqrt(r)
+      case PowKind::half: return r;
+      case PowKind::one: return r * r;
+      case PowKind::zero: return set1(A(1));
       default: {
         alignas(64) A t[W];
         storeu(t, s);
@@ -70,6 +76,7 @@ template <class T> struct Kern {
       }
     }
   }
+  static V pow_neg(V s, PowKind kind, A beta) { return pow_from_r(s, rsqrt(s), kind, beta); }
 
   // ---- ncs: running window sums along the channels, lanes along s
 
@@ -107,6 +114,112 @@ template <class T> struct Kern {
       }
       out(c);
     }
+  }
+
+  // ---- ncs, windows of at most kDirectMax channels: a ring of `size` rows of terms (A)
+
+  // Walks the channels of a unit: enter(e, row) writes channel e's terms into its ring row when
+  // e joins a window; out(c, rows, count) gets the ring rows of c's window [c - lo, c + hi]
+  // (channel order).
+  template <class Enter, class Out>
+  static void direct_walk(int64_t C, int64_t size, int64_t lo, int64_t hi, int64_t B, A* ring, Enter&& enter,
+                          Out&& out) {
+    const auto row = [&](int64_t c) { return ring + (c % size) * B; };
+    for (int64_t c = 0; c < std::min(hi, C); ++c) enter(c, row(c));
+    const A* rows[kDirectMax];
+    for (int64_t c = 0; c < C; ++c) {
+      if (c + hi < C) enter(c + hi, row(c + hi));
+      int64_t count = 0;
+      for (int64_t q = std::max<int64_t>(0, c - lo); q <= std::min(C - 1, c + hi); ++q) rows[count++] = row(q);
+      out(c, rows, count);
+    }
+  }
+  static V window_sum(const A* const* rows, int64_t count, int64_t j) {
+    V s = loadu(rows[0] + j);
+    for (int64_t q = 1; q < count; ++q) s = s + loadu(rows[q] + j);  // scalar: s = sum of the window's terms
+    return s;
+  }
+
+  static void fwd_ncs_direct(const LrnFwdArgs& a) {
+    const int64_t N = a.N, C = a.C, S = a.S, size = a.size, B = direct_block(S), blocks = (S + B - 1) / B;
+    const int64_t nt = kernel_threads();
+    const T* x = static_cast<const T*>(a.x);
+    T* y = static_cast<T*>(a.y);
+    A* sc = static_cast<A*>(a.scale);
+    const V vc = set1(static_cast<A>(a.alpha / static_cast<double>(size))), vk = set1(static_cast<A>(a.k));
+    const PowKind kind = pow_kind(a.beta);
+    const A beta = static_cast<A>(a.beta);
+    A* bufs = par::scratch<A>(0, nt * size * B);
+    par::parallel_ranges(nt, N * blocks, N * C * S, [&](int64_t u0, int64_t u1) {
+      A* ring = bufs + omp_get_thread_num() * size * B;
+      for (int64_t u = u0; u < u1; ++u) {
+        const int64_t n = u / blocks, s0 = (u % blocks) * B, L = std::min(B, S - s0);
+        const int64_t base = n * C * S + s0;
+        direct_walk(C, size, size / 2, (size - 1) / 2, B, ring,
+                    [&](int64_t e, A* r) {
+                      for (int64_t j = 0; j < L; j += W) {  // scalar: r = x^2
+                        const V v = load_n(x + base + e * S, j, std::min(W, L - j));
+                        storeu(r + j, v * v);
+                      }
+                    },
+                    [&](int64_t c, const A* const* rows, int64_t count) {
+                      const int64_t off = base + c * S;
+                      for (int64_t j = 0; j < L; j += W) {  // scalar: scale = k + alpha/size * sum; y = x * scale^-beta
+                        const int64_t m = std::min(W, L - j);
+                        const V s = fma(window_sum(rows, count, j), vc, vk);
+                        if (sc) store_n(sc + off, j, s, m);
+                        store_n(y + off, j, load_n(x + off, j, m) * pow_neg(s, kind, beta), m);
+                      }
+                    });
+      }
+    });
+  }
+
+  // Backward: ring rows hold t = dy * y / scale (window terms) and g = dy * scale^-beta of each
+  // channel, both from r = 1/sqrt(scale); dx = g - x * 2 alpha beta / size * sum(t).
+  static void bwd_ncs_direct(const LrnBwdArgs& a) {
+    const int64_t N = a.N, C = a.C, S = a.S, size = a.size, B = direct_block(S), blocks = (S + B - 1) / B;
+    const int64_t nt = kernel_threads();
+    const T* x = static_cast<const T*>(a.x);
+    const T* y = static_cast<const T*>(a.y);
+    const T* dy = static_cast<const T*>(a.dy);
+    const A* sc = static_cast<const A*>(a.scale);
+    T* dx = static_cast<T*>(a.dx);
+    const V vc = set1(static_cast<A>(2.0 * a.alpha * a.beta / static_cast<double>(size)));
+    const PowKind kind = pow_kind(a.beta);
+    const A beta = static_cast<A>(a.beta);
+    A* bufs = par::scratch<A>(0, nt * 2 * size * B);
+    par::parallel_ranges(nt, N * blocks, 3 * N * C * S, [&](int64_t u0, int64_t u1) {
+      A* ring = bufs + omp_get_thread_num() * 2 * size * B;
+      A* gring = ring + size * B;  // g of channel c at the same row as its t
+      for (int64_t u = u0; u < u1; ++u) {
+        const int64_t n = u / blocks, s0 = (u % blocks) * B, L = std::min(B, S - s0);
+        const int64_t base = n * C * S + s0;
+        // dx at c gathers the terms of the channels whose window holds c: [c - after, c + before].
+        direct_walk(C, size, (size - 1) / 2, size / 2, B, ring,
+                    [&](int64_t e, A* r) {
+                      const int64_t off = base + e * S;
+                      A* g = gring + (r - ring);
+                      for (int64_t j = 0; j < L; j += W) {  // scalar: t = dy * y / scale; g = dy * scale^-beta
+                        const int64_t m = std::min(W, L - j);
+                        V s = load_n(sc + off, j, m);
+                        if (m < W) s = s + (set1(A(1)) - keep_first(set1(A(1)), m));  // unused lanes: scale 1
+                        const V rs = rsqrt(s), d = load_n(dy + off, j, m);
+                        storeu(r + j, d * load_n(y + off, j, m) * (rs * rs));
+                        storeu(g + j, d * pow_from_r(s, rs, kind, beta));
+                      }
+                    },
+                    [&](int64_t c, const A* const* rows, int64_t count) {
+                      const int64_t off = base + c * S;
+                      const A* g = gring + (c % size) * B;
+                      for (int64_t j = 0; j < L; j += W) {  // scalar: dx = g - x * coef * sum(t)
+                        const int64_t m = std::min(W, L - j);
+                        const V t = window_sum(rows, count, j) * vc;
+                        store_n(dx + off, j, loadu(g + j) - load_n(x + off, j, m) * t, m);
+                      }
+                    });
+      }
+    });
   }
 
   static void fwd_ncs(const LrnFwdArgs& a) {
@@ -188,6 +301,86 @@ template <class T> struct Kern {
                      store_n(dx + off, j, g - load_n(x + off, j, m) * from_d(sd + j), m);
                    }
                  });
+      }
+    });
+  }
+
+  // ---- nsc, windows of at most kDirectMax channels: terms in a zero-padded row of A, each
+  // window summed from `size` shifted vector loads
+
+  // Fills p[pre + c] = term(c, m) for the row's C channels, zeros elsewhere in [0, C + size + W).
+  template <class F> static void padded_terms(A* p, int64_t C, int64_t size, int64_t pre, F&& term) {
+    std::fill(p, p + pre, A(0));
+    for (int64_t c = 0; c < C; c += W) {
+      const int64_t m = std::min(W, C - c);
+      V v = term(c, m);
+      if (m < W) v = keep_first(v, m);
+      storeu(p + pre + c, v);
+    }
+    const int64_t filled = pre + (C + W - 1) / W * W;
+    std::fill(p + filled, p + std::max(filled, C + size + W), A(0));
+  }
+  static V shifted_sum(const A* p, int64_t size, int64_t c) {
+    V s = loadu(p + c);
+    for (int64_t d = 1; d < size; ++d) s = s + loadu(p + c + d);  // scalar: s = sum of p[c .. c + size)
+    return s;
+  }
+
+  static void fwd_nsc_direct(const LrnFwdArgs& a) {
+    const int64_t C = a.C, rows = a.N * a.S, size = a.size, nt = kernel_threads();
+    const T* x = static_cast<const T*>(a.x);
+    T* y = static_cast<T*>(a.y);
+    A* sc = static_cast<A*>(a.scale);
+    const V vc = set1(static_cast<A>(a.alpha / static_cast<double>(size))), vk = set1(static_cast<A>(a.k));
+    const PowKind kind = pow_kind(a.beta);
+    const A beta = static_cast<A>(a.beta);
+    const int64_t per = par::padded<A>(C + size + 2 * W);
+    A* bufs = par::scratch<A>(0, nt * per);
+    par::parallel_ranges(nt, rows, rows * C, [&](int64_t r0, int64_t r1) {
+      A* p = bufs + omp_get_thread_num() * per;
+      for (int64_t r = r0; r < r1; ++r) {
+        const T* xr = x + r * C;
+        padded_terms(p, C, size, size / 2, [&](int64_t c, int64_t m) {  // scalar: x^2
+          const V v = load_n(xr, c, m);
+          return v * v;
+        });
+        for (int64_t c = 0; c < C; c += W) {  // scalar: scale = k + alpha/size * sum; y = x * scale^-beta
+          const int64_t m = std::min(W, C - c);
+          const V s = fma(shifted_sum(p, size, c), vc, vk);
+          if (sc) store_n(sc + r * C, c, s, m);
+          store_n(y + r * C, c, load_n(xr, c, m) * pow_neg(s, kind, beta), m);
+        }
+      }
+    });
+  }
+
+  static void bwd_nsc_direct(const LrnBwdArgs& a) {
+    const int64_t C = a.C, rows = a.N * a.S, size = a.size, nt = kernel_threads();
+    const T* x = static_cast<const T*>(a.x);
+    const T* y = static_cast<const T*>(a.y);
+    const T* dy = static_cast<const T*>(a.dy);
+    const A* sc = static_cast<const A*>(a.scale);
+    T* dx = static_cast<T*>(a.dx);
+    const V vc = set1(static_cast<A>(2.0 * a.alpha * a.beta / static_cast<double>(size)));
+    const PowKind kind = pow_kind(a.beta);
+    const A beta = static_cast<A>(a.beta);
+    const int64_t per = par::padded<A>(C + size + 2 * W) + par::padded<A>(C + W);
+    A* bufs = par::scratch<A>(0, nt * per);
+    par::parallel_ranges(nt, rows, 3 * rows * C, [&](int64_t r0, int64_t r1) {
+      A* p = bufs + omp_get_thread_num() * per;
+      A* g = p + par::padded<A>(C + size + 2 * W);
+      for (int64_t r = r0; r < r1; ++r) {
+        padded_terms(p, C, size, (size - 1) / 2, [&](int64_t c, int64_t m) {  // scalar: t = dy * y / scale; g = dy * scale^-beta
+          V s = load_n(sc + r * C, c, m);
+          if (m < W) s = s + (set1(A(1)) - keep_first(set1(A(1)), m));  // unused lanes: scale 1
+          const V rs = rsqrt(s), d = load_n(dy + r * C, c, m);
+          storeu(g + c, d * pow_from_r(s, rs, kind, beta));
+          return d * load_n(y + r * C, c, m) * (rs * rs);
+        });
+        for (int64_t c = 0; c < C; c += W) {  // scalar: dx = g - x * coef * sum(t)
+          const int64_t m = std::min(W, C - c);
+          store_n(dx + r * C, c, loadu(g + c) - load_n(x + r * C, c, m) * (shifted_sum(p, size, c) * vc), m);
+        }
       }
     });
   }
@@ -293,10 +486,18 @@ template <class T> struct Kern {
 }  // namespace
 
 void lrn_fwd(const LrnFwdArgs& a) {
-  by_dtype<Kern>(a, [&](auto k) { a.layout == Layout::ncs ? decltype(k)::fwd_ncs(a) : decltype(k)::fwd_nsc(a); });
+  by_dtype<Kern>(a, [&](auto k) {
+    using K = decltype(k);
+    if (a.layout == Layout::ncs) a.size <= kDirectMax ? K::fwd_ncs_direct(a) : K::fwd_ncs(a);
+    else a.size <= kDirectMax ? K::fwd_nsc_direct(a) : K::fwd_nsc(a);
+  });
 }
 void lrn_bwd(const LrnBwdArgs& a) {
-  by_dtype<Kern>(a, [&](auto k) { a.layout == Layout::ncs ? decltype(k)::bwd_ncs(a) : decltype(k)::bwd_nsc(a); });
+  by_dtype<Kern>(a, [&](auto k) {
+    using K = decltype(k);
+    if (a.layout == Layout::ncs) a.size <= kDirectMax ? K::bwd_ncs_direct(a) : K::bwd_ncs(a);
+    else a.size <= kDirectMax ? K::bwd_nsc_direct(a) : K::bwd_nsc(a);
+  });
 }
 
 }  // namespace nk::cpu::NK_ISA

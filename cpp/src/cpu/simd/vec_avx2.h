@@ -24,6 +24,23 @@ inline VF operator/(VF a, VF b) { return {_mm256_div_ps(a.v, b.v)}; }
 inline VD operator/(VD a, VD b) { return {_mm256_div_pd(a.v, b.v)}; }
 inline VF vsqrt(VF a) { return {_mm256_sqrt_ps(a.v)}; }
 inline VD vsqrt(VD a) { return {_mm256_sqrt_pd(a.v)}; }
+// 1/sqrt(a) (specials as 1/sqrt: +inf -> 0, 0 -> inf, NaN -> NaN): the 12-bit estimate and one
+// Newton step (y (1.5 - 0.5 a y^2), about 2 ulp) where a is positive and finite; subnormal a
+// is scaled by 2^24 first (the estimate flushes it) and the result by 2^12.
+inline VF rsqrt(VF a) {
+  const __m256 zero = _mm256_setzero_ps();
+  const __m256 tiny = _mm256_and_ps(_mm256_cmp_ps(a.v, zero, _CMP_GT_OQ),
+                                    _mm256_cmp_ps(a.v, _mm256_set1_ps(0x1p-126f), _CMP_LT_OQ));
+  const __m256 as = _mm256_blendv_ps(a.v, _mm256_mul_ps(a.v, _mm256_set1_ps(0x1p24f)), tiny);
+  const __m256 y = _mm256_rsqrt_ps(as);
+  const __m256 hy = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), as), y);
+  const __m256 nr = _mm256_mul_ps(y, _mm256_fnmadd_ps(hy, y, _mm256_set1_ps(1.5f)));
+  const __m256 ok = _mm256_and_ps(_mm256_cmp_ps(as, zero, _CMP_GT_OQ),
+                                  _mm256_cmp_ps(as, _mm256_set1_ps(__builtin_inff()), _CMP_LT_OQ));
+  const __m256 r = _mm256_blendv_ps(y, nr, ok);
+  return {_mm256_blendv_ps(r, _mm256_mul_ps(r, _mm256_set1_ps(0x1p12f)), tiny)};
+}
+inline VD rsqrt(VD a) { return {_mm256_div_pd(_mm256_set1_pd(1.0), _mm256_sqrt_pd(a.v))}; }
 // widen: float lanes [0, W/2) -> lo and [W/2, W) -> hi as doubles (exact); narrow: the inverse,
 // rounded to float.
 inline void widen(VF a, VD& lo, VD& hi) {

@@ -25,6 +25,23 @@ inline VF operator/(VF a, VF b) { return {_mm512_div_ps(a.v, b.v)}; }
 inline VD operator/(VD a, VD b) { return {_mm512_div_pd(a.v, b.v)}; }
 inline VF vsqrt(VF a) { return {_mm512_sqrt_ps(a.v)}; }
 inline VD vsqrt(VD a) { return {_mm512_sqrt_pd(a.v)}; }
+// 1/sqrt(a) (specials as 1/sqrt: +inf -> 0, 0 -> inf, NaN -> NaN): the 14-bit estimate and one
+// Newton step (y (1.5 - 0.5 a y^2), about 2 ulp) where a is positive and finite; subnormal a
+// is scaled by 2^24 first (the estimate flushes it) and the result by 2^12.
+inline VF rsqrt(VF a) {
+  const __m512 zero = _mm512_setzero_ps();
+  const __mmask16 tiny = _mm512_cmp_ps_mask(a.v, zero, _CMP_GT_OQ) &
+                         _mm512_cmp_ps_mask(a.v, _mm512_set1_ps(0x1p-126f), _CMP_LT_OQ);
+  const __m512 as = _mm512_mask_mul_ps(a.v, tiny, a.v, _mm512_set1_ps(0x1p24f));
+  const __m512 y = _mm512_rsqrt14_ps(as);
+  const __m512 hy = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), as), y);
+  const __m512 nr = _mm512_mul_ps(y, _mm512_fnmadd_ps(hy, y, _mm512_set1_ps(1.5f)));
+  const __mmask16 ok = _mm512_cmp_ps_mask(as, zero, _CMP_GT_OQ) &
+                       _mm512_cmp_ps_mask(as, _mm512_set1_ps(__builtin_inff()), _CMP_LT_OQ);
+  const __m512 r = _mm512_mask_mov_ps(y, ok, nr);
+  return {_mm512_mask_mul_ps(r, tiny, r, _mm512_set1_ps(0x1p12f))};
+}
+inline VD rsqrt(VD a) { return {_mm512_div_pd(_mm512_set1_pd(1.0), _mm512_sqrt_pd(a.v))}; }
 // widen: float lanes [0, W/2) -> lo and [W/2, W) -> hi as doubles (exact); narrow: the inverse,
 // rounded to float.
 inline void widen(VF a, VD& lo, VD& hi) {

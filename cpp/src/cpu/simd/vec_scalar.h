@@ -34,6 +34,13 @@ template <class V> inline V vsqrt(const V& a) {
   for (int64_t i = 0; i < V::W; ++i) r.v[i] = std::sqrt(a.v[i]);
   return r;
 }
+// 1/sqrt(a) per lane (IEEE specials: +inf -> 0, 0 -> inf, NaN and negatives -> NaN). Exact here;
+// the SIMD ISAs refine a hardware estimate (a few ulp in float, exact in double).
+template <class V> inline V rsqrt(const V& a) {
+  V r;
+  for (int64_t i = 0; i < V::W; ++i) r.v[i] = 1 / std::sqrt(a.v[i]);
+  return r;
+}
 // widen: float lanes [0, W/2) -> lo and [W/2, W) -> hi as doubles (exact); narrow: the inverse,
 // rounded to float.
 inline void widen(const VF& a, VD& lo, VD& hi) {
