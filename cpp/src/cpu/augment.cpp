@@ -80,6 +80,14 @@ void crop(const CropArgs& a) {
 }
 
 // ---- random_flip: per row, a copy or a reversed copy of the W pixels.
+// out pixel j = in pixel W - 1 - j, pixels of kQ values (kQ = 0: Q values, known at run time).
+template <class E, int kQ>
+void reverse_pixels(const E* __restrict in, E* __restrict out, int64_t W, int64_t Q) {
+  const int64_t q_n = kQ ? kQ : Q;
+  for (int64_t j = 0; j < W; ++j)
+    for (int64_t q = 0; q < q_n; ++q) out[j * q_n + q] = in[(W - 1 - j) * q_n + q];
+}
+
 template <class E>  // an unsigned integer of the element's size
 void flip(const FlipArgs& a) {
   const ImageGeom& g = a.geom;
@@ -101,10 +109,13 @@ void flip(const FlipArgs& a) {
       if (!flipped) {
         std::memcpy(out, in, static_cast<size_t>(len) * sizeof(E));
       } else if (Q == 1) {
-        for (int64_t j = 0; j < W; ++j) out[j] = in[W - 1 - j];
+        reverse_pixels<E, 1>(in, out, W, 1);
+      } else if (Q == 3) {  // RGB: a compile-time pixel size lets the copies unroll
+        reverse_pixels<E, 3>(in, out, W, 3);
+      } else if (Q == 4) {
+        reverse_pixels<E, 4>(in, out, W, 4);
       } else {
-        for (int64_t j = 0; j < W; ++j)
-          for (int64_t q = 0; q < Q; ++q) out[j * Q + q] = in[(W - 1 - j) * Q + q];
+        reverse_pixels<E, 0>(in, out, W, Q);
       }
     }
   });
