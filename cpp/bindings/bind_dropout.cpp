@@ -8,29 +8,12 @@
 namespace nk::bind {
 namespace {
 
-// A C-contiguous, aligned array with a's values (a itself when it already is one).
-py::array contiguous(const py::array& a) {
-  if ((a.flags() & py::array::c_style) && is_aligned(a)) return a;
-  py::array c = py::module_::import("numpy").attr("ascontiguousarray")(a);
-  if (!is_aligned(c)) c = c.attr("copy")();
-  return c;
-}
-
 void check_p(double p) {
   if (!(p >= 0.0 && p < 1.0)) {
     std::ostringstream s;
     s << "p must be in [0, 1), got " << p;
     throw py::value_error(s.str());
   }
-}
-
-uint64_t as_seed(py::handle seed) {
-  if (!py::isinstance<py::int_>(seed) || py::isinstance<py::bool_>(seed))
-    throw py::type_error("seed must be an int in [0, 2**64), got " + std::string(py::str(py::type::of(seed).attr("__name__"))));
-  const py::int_ s = py::reinterpret_borrow<py::int_>(seed);
-  if (s < py::int_(0) || s >= py::int_(py::module_::import("builtins").attr("pow")(2, 64)))
-    throw py::value_error("seed must be an int in [0, 2**64), got " + std::string(py::str(seed)));
-  return s.cast<uint64_t>();
 }
 
 // Shared by forward and backward: y = kept ? x * 1/(1-p) : 0, keep from the seed or the mask.

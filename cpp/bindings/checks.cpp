@@ -150,6 +150,22 @@ bool same_layout(const py::array& a, const py::array& b) {
   return true;
 }
 
+py::array contiguous(const py::array& a) {
+  if ((a.flags() & py::array::c_style) && is_aligned(a)) return a;
+  py::array c = numpy_fn("ascontiguousarray")(a);
+  if (!is_aligned(c)) c = c.attr("copy")();
+  return c;
+}
+
+uint64_t as_seed(py::handle seed) {
+  if (!py::isinstance<py::int_>(seed) || py::isinstance<py::bool_>(seed))
+    throw py::type_error("seed must be an int in [0, 2**64), got " + type_name(seed));
+  const py::int_ s = py::reinterpret_borrow<py::int_>(seed);
+  if (s < py::int_(0) || s >= py::int_(py::module_::import("builtins").attr("pow")(2, 64)))
+    throw py::value_error("seed must be an int in [0, 2**64), got " + std::string(py::str(seed)));
+  return s.cast<uint64_t>();
+}
+
 py::array empty(const std::vector<int64_t>& shape, const py::dtype& dtype) {
   return py::array(dtype, std::vector<py::ssize_t>(shape.begin(), shape.end()));
 }

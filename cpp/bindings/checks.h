@@ -67,6 +67,11 @@ inline const void* ptr_or_null(const py::object& a) {
   return a.is_none() ? nullptr : py::reinterpret_borrow<py::array>(a).data();
 }
 
+// A C-contiguous, aligned array with a's values (a itself when it already is one).
+py::array contiguous(const py::array& a);
+// A seed: an int in [0, 2**64) (TypeError for another type, ValueError out of range).
+uint64_t as_seed(py::handle seed);
+
 // eps > 0 and finite (ValueError otherwise).
 void check_eps(double eps, const char* name = "eps");
 

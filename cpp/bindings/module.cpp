@@ -15,6 +15,7 @@ void bind_chan(py::module_& m);
 void bind_dropout(py::module_& m);
 void bind_lrn(py::module_& m);
 void bind_reg(py::module_& m);
+void bind_augment(py::module_& m);
 }
 
 PYBIND11_MODULE(_core, m) {
@@ -46,4 +47,5 @@ PYBIND11_MODULE(_core, m) {
   nk::bind::bind_dropout(m);
   nk::bind::bind_lrn(m);
   nk::bind::bind_reg(m);
+  nk::bind::bind_augment(m);
 }

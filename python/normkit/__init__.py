@@ -17,7 +17,7 @@ _core._set_bfloat16_dtype(_np.dtype(_ml_dtypes.bfloat16))
 if _core.isa_env_error():
     _warnings.warn(_core.isa_env_error(), RuntimeWarning, stacklevel=2)
 
-from . import random
+from . import augment, random
 from ._runtime import (
     available_isas,
     get_isa,
@@ -79,6 +79,7 @@ __all__ = [
     "add_layer_norm_forward",
     "add_rms_norm",
     "add_rms_norm_forward",
+    "augment",
     "available_isas",
     "batch_norm",
     "batch_norm_backward",

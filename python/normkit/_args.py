@@ -36,6 +36,7 @@ _EXPECTED = {
     "alpha": _REAL,
     "beta": _REAL,
     "k": _REAL,
+    "std": _REAL,
 }
 
 

@@ -182,13 +182,14 @@ ROW_SHAPES: list[tuple[tuple[int, int], np.dtype, bool]] = [  # (shape, dtype, i
 
 def cases(quick: bool) -> list[Case]:
     """The registry: every benchmark case, in run order (``quick`` keeps the small shapes)."""
+    from .bench_aug import aug_cases
     from .bench_chan import chan_cases
     from .bench_drop import drop_cases
     from .bench_reg import reg_cases
 
     ops = ["layer_norm", "layer_norm_backward", "rms_norm", "rms_norm_backward"]
     rows = [_row_norm_case(op, s, dt) for s, dt, q in ROW_SHAPES if q or not quick for op in ops]
-    return rows + chan_cases(quick) + drop_cases(quick) + reg_cases(quick)
+    return rows + chan_cases(quick) + drop_cases(quick) + reg_cases(quick) + aug_cases(quick)
 
 
 # ---------------------------------------------------------------- timing

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "normkit/augment.h"
 #include "normkit/chan_norm.h"
 #include "normkit/dropout.h"
 #include "normkit/lrn.h"

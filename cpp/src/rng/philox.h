@@ -13,6 +13,11 @@
 //   u32(i)  = word w of philox4x32_10(counter, key)
 // Dropout keeps element i iff u32(i) >= threshold(p) = floor(p * 2^32) (see dropout.h).
 //
+// Derived streams: an op that must not share its words with another op given the same seed
+// (the augmentations, see augment.h) uses the element stream of the derived seed
+//   derive_seed(s, tag) = c0 | c1 << 32  of  philox4x32_10((0, 0, tag, kDeriveMark), key(s))
+// Those counters have word 2 = tag != 0, so they are never blocks of an element stream.
+//
 // Plain C++ on 32/64-bit integers: compiles unchanged for the host (where the kernels call it on
 // arrays of blocks that the compiler vectorizes) and for CUDA (NK_HD adds __host__ __device__).
 #pragma once
@@ -64,6 +69,15 @@ NK_HD uint32_t philox_u32(uint64_t seed, uint64_t i) {
     case 2: return c2;
     default: return c3;
   }
+}
+
+constexpr uint32_t kDeriveMark = 0x6E6B6B79u;  // "nkky": word 3 of the derivation counter
+
+// The seed of the stream derived from `seed` for a purpose tag (tag != 0; see above).
+NK_HD uint64_t derive_seed(uint64_t seed, uint32_t tag) {
+  uint32_t c0 = 0, c1 = 0, c2 = tag, c3 = kDeriveMark;
+  philox4x32_10(c0, c1, c2, c3, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+  return static_cast<uint64_t>(c0) | static_cast<uint64_t>(c1) << 32;
 }
 
 }  // namespace nk::rng

@@ -57,6 +57,15 @@ inline VU loadu(const uint32_t* p) { return {_mm256_loadu_si256(reinterpret_cast
 inline void storeu(uint32_t* p, VU a) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), a.v); }
 inline VU operator^(VU a, VU b) { return {_mm256_xor_si256(a.v, b.v)}; }
 inline VU operator+(VU a, VU b) { return {_mm256_add_epi32(a.v, b.v)}; }
+inline VU operator-(VU a, VU b) { return {_mm256_sub_epi32(a.v, b.v)}; }
+inline VU operator&(VU a, VU b) { return {_mm256_and_si256(a.v, b.v)}; }
+inline VU operator|(VU a, VU b) { return {_mm256_or_si256(a.v, b.v)}; }
+// Logical shifts by s in [0, 32); cvt_i32: lanes as int32 -> float (rounded); as_f32 / as_u32: bit casts.
+inline VU srl(VU a, int s) { return {_mm256_srli_epi32(a.v, s)}; }
+inline VU sll(VU a, int s) { return {_mm256_slli_epi32(a.v, s)}; }
+inline VF cvt_i32(VU a) { return {_mm256_cvtepi32_ps(a.v)}; }
+inline VF as_f32(VU a) { return {_mm256_castsi256_ps(a.v)}; }
+inline VU as_u32(VF a) { return {_mm256_castps_si256(a.v)}; }
 // Lanes i of v where r[i] >= t, +0 elsewhere (reads W words of r; exact for inf/NaN v).
 inline VF keep_if_ge(VF v, const uint32_t* r, uint32_t t) {
   const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(r));

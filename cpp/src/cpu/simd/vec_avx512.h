@@ -59,6 +59,15 @@ inline VU loadu(const uint32_t* p) { return {_mm512_loadu_si512(p)}; }
 inline void storeu(uint32_t* p, VU a) { _mm512_storeu_si512(p, a.v); }
 inline VU operator^(VU a, VU b) { return {_mm512_xor_si512(a.v, b.v)}; }
 inline VU operator+(VU a, VU b) { return {_mm512_add_epi32(a.v, b.v)}; }
+inline VU operator-(VU a, VU b) { return {_mm512_sub_epi32(a.v, b.v)}; }
+inline VU operator&(VU a, VU b) { return {_mm512_and_si512(a.v, b.v)}; }
+inline VU operator|(VU a, VU b) { return {_mm512_or_si512(a.v, b.v)}; }
+// Logical shifts by s in [0, 32); cvt_i32: lanes as int32 -> float (rounded); as_f32 / as_u32: bit casts.
+inline VU srl(VU a, int s) { return {_mm512_srli_epi32(a.v, static_cast<unsigned>(s))}; }
+inline VU sll(VU a, int s) { return {_mm512_slli_epi32(a.v, static_cast<unsigned>(s))}; }
+inline VF cvt_i32(VU a) { return {_mm512_cvtepi32_ps(a.v)}; }
+inline VF as_f32(VU a) { return {_mm512_castsi512_ps(a.v)}; }
+inline VU as_u32(VF a) { return {_mm512_castps_si512(a.v)}; }
 // Lanes i of v where r[i] >= t, +0 elsewhere (reads W words of r; exact for inf/NaN v).
 inline VF keep_if_ge(VF v, const uint32_t* r, uint32_t t) {
   const __mmask16 k = _mm512_cmpge_epu32_mask(_mm512_loadu_si512(r), _mm512_set1_epi32(static_cast<int>(t)));

@@ -65,6 +65,19 @@ inline VU loadu(const uint32_t* p) { VU r; std::memcpy(r.v, p, sizeof r.v); retu
 inline void storeu(uint32_t* p, const VU& a) { std::memcpy(p, a.v, sizeof a.v); }
 inline VU operator^(const VU& a, const VU& b) { VU r; for (int64_t i = 0; i < VU::W; ++i) r.v[i] = a.v[i] ^ b.v[i]; return r; }
 inline VU operator+(const VU& a, const VU& b) { VU r; for (int64_t i = 0; i < VU::W; ++i) r.v[i] = a.v[i] + b.v[i]; return r; }
+inline VU operator-(const VU& a, const VU& b) { VU r; for (int64_t i = 0; i < VU::W; ++i) r.v[i] = a.v[i] - b.v[i]; return r; }
+inline VU operator&(const VU& a, const VU& b) { VU r; for (int64_t i = 0; i < VU::W; ++i) r.v[i] = a.v[i] & b.v[i]; return r; }
+inline VU operator|(const VU& a, const VU& b) { VU r; for (int64_t i = 0; i < VU::W; ++i) r.v[i] = a.v[i] | b.v[i]; return r; }
+// Logical shifts by s in [0, 32); cvt_i32: lanes as int32 -> float (rounded); as_f32 / as_u32: bit casts.
+inline VU srl(const VU& a, int s) { VU r; for (int64_t i = 0; i < VU::W; ++i) r.v[i] = a.v[i] >> s; return r; }
+inline VU sll(const VU& a, int s) { VU r; for (int64_t i = 0; i < VU::W; ++i) r.v[i] = a.v[i] << s; return r; }
+inline VF cvt_i32(const VU& a) {
+  VF r;
+  for (int64_t i = 0; i < VF::W; ++i) r.v[i] = static_cast<float>(static_cast<int32_t>(a.v[i]));
+  return r;
+}
+inline VF as_f32(const VU& a) { VF r; std::memcpy(r.v, a.v, sizeof r.v); return r; }
+inline VU as_u32(const VF& a) { VU r; std::memcpy(r.v, a.v, sizeof r.v); return r; }
 // Lanes i of v where r[i] >= t, +0 elsewhere (reads W words of r; exact for inf/NaN v).
 template <class V> inline V keep_if_ge(const V& v, const uint32_t* r, uint32_t t) {
   V o;
