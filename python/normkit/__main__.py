@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--no-plots", action="store_true", help="do not draw plots")
     d.add_argument("--data", metavar="FILE", help="an .npz with arrays X (samples first) and y (labels) to study "
                    "instead of scikit-learn's digits")
-    d.add_argument("--threads", type=int, default=1, help="normkit threads (default 1: the arrays are small)")
+    d.add_argument("--threads", type=int, default=1, help="normkit and BLAS threads (default 1: the arrays are small)")
     sub.add_parser("config", help="print the build configuration")
     args = parser.parse_args(argv)
     if args.command == "bench":

@@ -168,7 +168,8 @@ def plot(norm_runs: list[Run], reg_runs: list[Run], directory: str) -> tuple[lis
             c = r["curves"]
             (line,) = ax.plot(range(1, len(c["test_acc"]) + 1), c["test_acc"], label=f"{r['name']} (test)")
             ax.plot(range(1, len(c["train_acc"]) + 1), c["train_acc"], ":", color=line.get_color())
-        ax.set(xlabel="epoch", ylabel="accuracy (solid: test, dotted: train)", ylim=(0.5, 1.01),
+        low = min(r["curves"]["test_acc"][-1] for r in done if r["curves"]["test_acc"])
+        ax.set(xlabel="epoch", ylabel="accuracy (solid: test, dotted: train)", ylim=(max(0.0, low - 0.15), 1.005),
                title="Over-parameterized MLP on a small training set: regularizers")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")

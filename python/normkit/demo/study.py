@@ -34,15 +34,16 @@ class NormConfig:
     batch_size: int = 64
     momentum: float = 0.9
     target_acc: float = 0.98
-    seeds: tuple[int, ...] = (0, 1)
+    seeds: tuple[int, ...] = (0, 1, 2)
 
 
 @dataclass
 class RegConfig:
     """The regularization study: an over-parameterized MLP on a small training subset.
 
-    Strengths were picked by hand on the validation split: ``l2`` and ``l1`` as strong as they
-    go before the training accuracy drops; ``combined`` stacks lighter doses (``combined_l2``,
+    Each strength was picked on the validation split (mean validation accuracy of seeds 0-2)
+    from a small grid: ``l2`` in {1e-3, 3e-3, 1e-2, 3e-2, 5e-2}, ``l1`` in {3e-3, 1e-2, 3e-2},
+    ``dropout`` in {0.3, 0.5, 0.7}. ``combined`` stacks lighter doses (``combined_l2``,
     ``combined_dropout``) with augmentation and early stopping.
     """
 
@@ -51,15 +52,15 @@ class RegConfig:
     batch_size: int = 32
     lr: float = 0.02
     momentum: float = 0.9
-    l2: float = 1e-2
-    l1: float = 1e-2
-    dropout: float = 0.5
+    l2: float = 3e-3
+    l1: float = 3e-3
+    dropout: float = 0.3
     crop_padding: int = 1
     noise_std: float = 0.5
     patience: int = 20
     combined_l2: float = 3e-3
     combined_dropout: float = 0.1
-    seeds: tuple[int, ...] = (0, 1)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     runs: tuple[str, ...] = ("none", "l2", "l1_prox", "dropout", "augment", "early_stop", "combined")
 
 
