@@ -86,6 +86,23 @@ def test_data_npz_runs_without_scikit_learn(tmp_path, capsys, monkeypatch):
     assert "blobs.npz" in capsys.readouterr().out
 
 
+def test_same_numbers_every_run_and_no_matplotlib_no_plots(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    X, y = _blobs(seed=3)
+    data = tmp_path / "blobs.npz"
+    np.savez(data, X=X, y=y)
+    docs = []
+    for i in range(2):
+        path = tmp_path / f"run{i}.json"
+        assert main(["demo", "--quick", "--data", str(data), "--json", str(path), "--plots", str(tmp_path)]) == 0
+        doc = json.loads(path.read_text())
+        del doc["seconds"]
+        docs.append(doc)
+    assert docs[0] == docs[1]
+    assert docs[0]["plots"] == []
+    assert "no plots: matplotlib is not installed" in capsys.readouterr().out
+
+
 def _fake_augment():
     """A NumPy stand-in for normkit.augment with its API.md signatures."""
 
