@@ -17,7 +17,7 @@ _core._set_bfloat16_dtype(_np.dtype(_ml_dtypes.bfloat16))
 if _core.isa_env_error():
     _warnings.warn(_core.isa_env_error(), RuntimeWarning, stacklevel=2)
 
-from . import augment, random
+from . import augment, nn, random
 from ._runtime import (
     available_isas,
     get_isa,
@@ -109,6 +109,7 @@ __all__ = [
     "local_response_norm_forward",
     "max_norm",
     "minmax_scale",
+    "nn",
     "random",
     "rms_norm",
     "rms_norm_backward",

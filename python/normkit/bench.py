@@ -25,6 +25,8 @@ import numpy as np
 
 import normkit as nk
 
+from ._progress import Progress
+
 try:
     import torch
     import torch.nn.functional as F
@@ -277,27 +279,6 @@ def _background_cores(t0: tuple[float, float, float] | None) -> float | None:
     if t0 is None or t1 is None or t1[2] <= t0[2]:
         return None
     return max(0.0, ((t1[0] - t0[0]) - (t1[1] - t0[1])) / (t1[2] - t0[2]))
-
-
-class Progress:
-    """A progress bar on stderr: redrawn in place on a terminal, one line per step otherwise."""
-
-    def __init__(self, total: int, width: int = 30) -> None:
-        self.total, self.width, self.tty, self.last = total, width, sys.stderr.isatty(), ""
-
-    def update(self, done: float, label: str) -> None:
-        if not self.tty and label == self.last:
-            return
-        self.last = label
-        fill = int(self.width * done / max(1, self.total))
-        line = f"[{'#' * fill}{'.' * (self.width - fill)}] {int(done)}/{self.total} {label}"
-        sys.stderr.write(f"\r{line:<100}" if self.tty else line + "\n")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        self.update(self.total, "done")
-        if self.tty:
-            sys.stderr.write("\n")
 
 
 # ---------------------------------------------------------------- report
