@@ -104,7 +104,9 @@ struct Running {
   std::vector<double> m, v;
   bool given() const { return !mean.is_none(); }
 };
-Running running_stats(py::handle rm, py::handle rv, int64_t C, bool need_writeable) {
+// need_writeable: the arrays are updated in place (training); read: also read their values as
+// doubles (m, v), which the update needs.
+Running running_stats(py::handle rm, py::handle rv, int64_t C, bool need_writeable, bool read = true) {
   Running r{py::reinterpret_borrow<py::object>(rm), py::reinterpret_borrow<py::object>(rv), {}, {}};
   if (rm.is_none() != rv.is_none())
     throw py::value_error(std::string("running_mean and running_var must be given together; got only ") +
@@ -116,7 +118,7 @@ Running running_stats(py::handle rm, py::handle rv, int64_t C, bool need_writeab
     if (shape_of(a) != std::vector<int64_t>{C})
       throw py::value_error(std::string(name) + " has shape " + shape_str(a) + "; expected " + shape_str({C}));
     if (need_writeable && !a.writeable()) throw py::value_error(std::string(name) + " is read-only");
-    *dst = doubles_of(a);
+    if (read) *dst = doubles_of(a);
   }
   return r;
 }
@@ -245,7 +247,7 @@ py::object batch_norm_forward(py::handle x_, py::handle w_, py::handle b_, py::h
   const int64_t C = v.C;
   const py::object w = param_acc(w_, "weight", v.dt, {C});
   const py::object b = param_acc(b_, "bias", v.dt, {C});
-  Running run = running_stats(rm_, rv_, C, training);
+  Running run = running_stats(rm_, rv_, C, training, training);
   if (training && v.N * v.S < 2)
     throw py::value_error("batch_norm in training needs more than 1 value per channel, got x of shape " +
                           shape_str(v.shape));

@@ -43,10 +43,11 @@ template <class T> struct Fused : Kern<T> {
     const A* wt = static_cast<const A*>(a.weight);
     const A* bs = static_cast<const A*>(a.bias);
     const int nt = threads_for(U, elems);
-    double* um = a.training ? par::scratch<double>(0, 2 * U * w + 2 * C) : nullptr;
-    double* uq = um ? um + U * w : nullptr;
-    double* mean = um ? uq + U * w : nullptr;
-    double* m2 = um ? mean + C : nullptr;
+    double* um = par::scratch<double>(0, (a.training ? 2 * U * w : 0) + 3 * C);
+    double* uq = um + (a.training ? U * w : 0);
+    double* mean = uq + (a.training ? U * w : 0);
+    double* m2 = mean + C;
+    double* rstd = m2 + C;
     A* bufs = par::scratch<A>(1, nt * 3 * par::padded<A>(C));
     A* tab = par::scratch<A>(2, 3 * E);
     const bool streaming = use_streaming(2, elems, sizeof(T));
@@ -58,24 +59,32 @@ template <class T> struct Fused : Kern<T> {
         sync(T_);
       }
       const int64_t c0 = part(C, t, T_), c1 = part(C, t + 1, T_);
-      if (a.training) merge_stats(P, c0, c1, um, uq, mean, m2);
-      for (int64_t c = c0; c < c1; ++c) {
-        const double mc = a.training ? mean[c] : static_cast<double>(static_cast<const A*>(a.run_mean)[c]);
-        const double var = a.training ? m2[c] / count : static_cast<double>(static_cast<const A*>(a.run_var)[c]);
-        const double rstd = 1.0 / std::sqrt(var + a.eps);
-        static_cast<A*>(a.save_mean)[c] = static_cast<A>(mc);
-        static_cast<A*>(a.save_rstd)[c] = static_cast<A>(rstd);
-        if (a.training && a.batch_mean) {
-          a.batch_mean[c] = mc;
-          a.batch_var[c] = m2[c] / (count - 1);
+      if (a.training) {
+        merge_stats(P, c0, c1, um, uq, mean, m2);
+        for (int64_t c = c0; c < c1; ++c) rstd[c] = 1.0 / std::sqrt(m2[c] / count + a.eps);  // vectorizes
+        if (a.batch_mean)
+          for (int64_t c = c0; c < c1; ++c) {
+            a.batch_mean[c] = mean[c];
+            a.batch_var[c] = m2[c] / (count - 1);
+          }
+      } else {
+        const A* rm = static_cast<const A*>(a.run_mean);
+        const A* rv = static_cast<const A*>(a.run_var);
+        for (int64_t c = c0; c < c1; ++c) {  // vectorizes
+          mean[c] = static_cast<double>(rm[c]);
+          rstd[c] = 1.0 / std::sqrt(static_cast<double>(rv[c]) + a.eps);
         }
-        const A v[3] = {static_cast<A>(mc), static_cast<A>(rstd * (wt ? static_cast<double>(wt[c]) : 1.0)),
+      }
+      for (int64_t c = c0; c < c1; ++c) {
+        static_cast<A*>(a.save_mean)[c] = static_cast<A>(mean[c]);
+        static_cast<A*>(a.save_rstd)[c] = static_cast<A>(rstd[c]);
+        const A v[3] = {static_cast<A>(mean[c]), static_cast<A>(rstd[c] * (wt ? static_cast<double>(wt[c]) : 1.0)),
                         bs ? bs[c] : A(0)};
         set_coef(tab, E, C, 3, c, v);
       }
       sync(T_);
       const Coef4 cf = tables(tab, E, 3);
-      for (int64_t u = u0; u < u1; ++u) K::apply_unit(P, u, x, nullptr, y, cf, streaming, K::affine_op);
+      for (int64_t u = u0; u < u1; ++u) K::apply_unit(P, u, x, nullptr, y, cf, streaming, typename K::AffineOp{});
       if (streaming) stream_fence();
     });
   }
@@ -112,7 +121,7 @@ template <class T> struct Fused : Kern<T> {
       }
       sync(T_);
       const Coef4 cf = tables(tab, E, 4);
-      for (int64_t u = u0; u < u1; ++u) K::apply_unit(P, u, x, dy, dx, cf, streaming, K::grad_op);
+      for (int64_t u = u0; u < u1; ++u) K::apply_unit(P, u, x, dy, dx, cf, streaming, typename K::GradOp{});
       if (streaming) stream_fence();
     });
   }
@@ -165,7 +174,7 @@ template <class T> struct Fused : Kern<T> {
         sync(T_);
         const Coef4 cf{{tab, tab + E, tab + 2 * E, nullptr}, 0, 3 * E};
         for (int64_t u = part(U, t, T_); u < part(U, t + 1, T_); ++u)
-          K::apply_unit(P, u, x + off, nullptr, y + off, cf, streaming, K::affine_op);
+          K::apply_unit(P, u, x + off, nullptr, y + off, cf, streaming, typename K::AffineOp{});
       }
       if (streaming) stream_fence();
     });

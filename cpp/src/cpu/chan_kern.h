@@ -372,10 +372,15 @@ template <class T> struct Kern {
     }
   }
 
-  static V affine_op(V x, V, const V* k) { return fma(x - k[0], k[1], k[2]); }  // scalar: y = (x - m) * a + b
-  static V grad_op(V x, V dy, const V* k) {  // scalar: dx = k1 dy + k2 (x - m) + k3
-    return fma(dy, k[1], fma(x - k[0], k[2], k[3]));
-  }
+  // The elementwise ops, as types (not function pointers) so that apply_unit inlines them.
+  struct AffineOp {
+    V operator()(V x, V, const V* k) const { return fma(x - k[0], k[1], k[2]); }  // scalar: y = (x - m) * a + b
+  };
+  struct GradOp {
+    V operator()(V x, V dy, const V* k) const {  // scalar: dx = k1 dy + k2 (x - m) + k3
+      return fma(dy, k[1], fma(x - k[0], k[2], k[3]));
+    }
+  };
 };
 
 // One parallel region of at most nt threads: f(t, T) on thread t of T. Phases inside f are

@@ -53,13 +53,13 @@ template <class T> struct Chan : Kern<T> {
 
   static void affine(const ChanAffineArgs& a) {
     const A* const c[4] = {static_cast<const A*>(a.m), static_cast<const A*>(a.a), static_cast<const A*>(a.b), nullptr};
-    elementwise(a.x, nullptr, a.y, a.layout, a.N, a.C, a.S, c, a.coef_nstride, 2, K::affine_op);
+    elementwise(a.x, nullptr, a.y, a.layout, a.N, a.C, a.S, c, a.coef_nstride, 2, typename K::AffineOp{});
   }
 
   static void grad_apply(const ChanGradApplyArgs& a) {
     const A* const c[4] = {static_cast<const A*>(a.m), static_cast<const A*>(a.k1), static_cast<const A*>(a.k2),
                            static_cast<const A*>(a.k3)};
-    elementwise(a.x, a.dy, a.dx, a.layout, a.N, a.C, a.S, c, a.coef_nstride, 3, K::grad_op);
+    elementwise(a.x, a.dy, a.dx, a.layout, a.N, a.C, a.S, c, a.coef_nstride, 3, typename K::GradOp{});
   }
 
   static void grad_sums(const ChanGradSumsArgs& a) {
