@@ -1,9 +1,11 @@
 """Inverted dropout, forward and backward, on counter-based random numbers.
 
 Element ``i`` (in C order of ``x``) is kept iff ``philox_u32(seed, i) >= floor(p * 2**32)``,
-where ``philox_u32(seed, i)`` is word ``i % 4`` of Philox4x32-10 applied to the counter
-``(i // 4 mod 2**32, i // 4 >> 32, 0, 0)`` with the key ``(seed mod 2**32, seed >> 32)``
-(Salmon et al., SC'11). Kept values are ``x / (1 - p)`` (computed as ``x * (1 / (1 - p))`` in
+where ``philox_u32(seed, i)`` is word ``w = (i % 64) // 16`` of Philox4x32-10 (Salmon et al.,
+SC'11) applied to block ``b = (i // 64) * 16 + i % 16``, i.e. to the counter
+``(b mod 2**32, b >> 32, 0, 0)``, with the key ``(seed mod 2**32, seed >> 32)``: groups of 64
+elements come from 16 blocks laid out word-major, so that vector lanes compute consecutive
+elements (see ``cpp/src/rng/philox.h``). Kept values are ``x / (1 - p)`` (computed as ``x * (1 / (1 - p))`` in
 float32, float64 for float64 data); dropped ones are exactly 0, also for inf or NaN inputs. The
 mask therefore depends only on ``(seed, x.shape)``: the same for every thread count and ISA, and
 the backward can regenerate it from the seed instead of storing it.
