@@ -308,7 +308,7 @@ template <class T> struct Kern {
       for (int64_t j = 0; j < C; j += W) {  // scalar: s1[c] += dy; s2[c] += dy * (x - m[c]) * r[c]
         const int64_t n = std::min(W, C - j);
         const V g = load_n(dy + row * C, j, n);
-        V xh = (load_n(x + row * C, j, n) - loadu(mm + j)) * loadu(rr + j);
+        V xh = (load_n(x + row * C, j, n) - load_n(mm, j, n)) * load_n(rr, j, n);  // m, r: C values, unpadded
         if (n < W) xh = keep_first(xh, n);
         storeu(t1s + j, loadu(t1s + j) + g);
         storeu(t2s + j, fma(g, xh, loadu(t2s + j)));
