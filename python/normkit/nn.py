@@ -329,6 +329,15 @@ class _ChannelNorm(Module):
         self.buffers["running_mean"] = np.zeros(self.num_features, dtype)
         self.buffers["running_var"] = np.ones(self.num_features, dtype)
 
+    def _init_tracked(self, momentum: float, affine: bool, track_running_stats: bool, dtype: DTypeLike) -> None:
+        """Momentum, optional per-channel affine parameters and running statistics (BatchNorm, InstanceNorm)."""
+        self.momentum = _momentum(momentum)
+        self.affine, self.track_running_stats = bool(affine), bool(track_running_stats)
+        dt = _param_dtype(dtype)
+        self._init_affine((self.num_features,), dt, self.affine, self.affine)
+        if self.track_running_stats:
+            self._init_running(dt)
+
 
 class BatchNorm(_ChannelNorm):
     """Batch normalization of any rank (``torch.nn.BatchNorm1d/2d/3d`` in one layer).
@@ -354,12 +363,7 @@ class BatchNorm(_ChannelNorm):
     def __init__(self, num_features: int, *, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True,
                  track_running_stats: bool = True, channel_axis: int = 1, dtype: DTypeLike = np.float32) -> None:
         super().__init__(num_features, eps, channel_axis)
-        self.momentum = _momentum(momentum)
-        self.affine, self.track_running_stats = bool(affine), bool(track_running_stats)
-        dt = _param_dtype(dtype)
-        self._init_affine((self.num_features,), dt, self.affine, self.affine)
-        if self.track_running_stats:
-            self._init_running(dt)
+        self._init_tracked(momentum, affine, track_running_stats, dtype)
 
     def forward(self, x: Array) -> Array:
         x = self._check(x)
@@ -451,12 +455,7 @@ class InstanceNorm(_ChannelNorm):
     def __init__(self, num_features: int, *, eps: float = 1e-5, momentum: float = 0.1, affine: bool = False,
                  track_running_stats: bool = False, channel_axis: int = 1, dtype: DTypeLike = np.float32) -> None:
         super().__init__(num_features, eps, channel_axis)
-        self.momentum = _momentum(momentum)
-        self.affine, self.track_running_stats = bool(affine), bool(track_running_stats)
-        dt = _param_dtype(dtype)
-        self._init_affine((self.num_features,), dt, self.affine, self.affine)
-        if self.track_running_stats:
-            self._init_running(dt)
+        self._init_tracked(momentum, affine, track_running_stats, dtype)
 
     def forward(self, x: Array) -> Array:
         x = self._check(x)

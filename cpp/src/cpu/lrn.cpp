@@ -77,6 +77,11 @@ template <class T> struct Kern {
     }
   }
   static V pow_neg(V s, PowKind kind, A beta) { return pow_from_r(s, rsqrt(s), kind, beta); }
+  // The forward's scale at [j, j + m): lanes past m read as 1 (never divided by zero).
+  static V load_scale(const A* p, int64_t j, int64_t m) {
+    const V s = load_n(p, j, m);
+    return m < W ? s + (set1(A(1)) - keep_first(set1(A(1)), m)) : s;
+  }
 
   // ---- ncs: running window sums along the channels, lanes along s
 
@@ -202,8 +207,7 @@ template <class T> struct Kern {
                       A* g = gring + (r - ring);
                       for (int64_t j = 0; j < L; j += W) {  // scalar: t = dy * y / scale; g = dy * scale^-beta
                         const int64_t m = std::min(W, L - j);
-                        V s = load_n(sc + off, j, m);
-                        if (m < W) s = s + (set1(A(1)) - keep_first(set1(A(1)), m));  // unused lanes: scale 1
+                        const V s = load_scale(sc + off, j, m);
                         const V rs = rsqrt(s), d = load_n(dy + off, j, m);
                         storeu(r + j, d * load_n(y + off, j, m) * (rs * rs));
                         storeu(g + j, d * pow_from_r(s, rs, kind, beta));
@@ -285,8 +289,7 @@ template <class T> struct Kern {
                    const int64_t off = base + c * S;
                    for (int64_t j = 0; j < L; j += W) {  // scalar: r = dy * y / scale (double)
                      const int64_t m = std::min(W, L - j);
-                     V s = load_n(sc + off, j, m);
-                     if (m < W) s = s + (set1(A(1)) - keep_first(set1(A(1)), m));  // unused lanes: scale 1
+                     const V s = load_scale(sc + off, j, m);
                      to_d(load_n(dy + off, j, m) * load_n(y + off, j, m) / s, r + j);
                    }
                  },
@@ -295,8 +298,7 @@ template <class T> struct Kern {
                    const int64_t off = base + c * S;
                    for (int64_t j = 0; j < L; j += W) {  // scalar: dx = dy * scale^-beta - x * coef * sum
                      const int64_t m = std::min(W, L - j);
-                     V s = load_n(sc + off, j, m);
-                     if (m < W) s = s + (set1(A(1)) - keep_first(set1(A(1)), m));
+                     const V s = load_scale(sc + off, j, m);
                      const V g = load_n(dy + off, j, m) * pow_neg(s, kind, beta);
                      store_n(dx + off, j, g - load_n(x + off, j, m) * from_d(sd + j), m);
                    }
@@ -371,8 +373,7 @@ template <class T> struct Kern {
       A* g = p + par::padded<A>(C + size + 2 * W);
       for (int64_t r = r0; r < r1; ++r) {
         padded_terms(p, C, size, (size - 1) / 2, [&](int64_t c, int64_t m) {  // scalar: t = dy * y / scale; g = dy * scale^-beta
-          V s = load_n(sc + r * C, c, m);
-          if (m < W) s = s + (set1(A(1)) - keep_first(set1(A(1)), m));  // unused lanes: scale 1
+          const V s = load_scale(sc + r * C, c, m);
           const V rs = rsqrt(s), d = load_n(dy + r * C, c, m);
           storeu(g + c, d * pow_from_r(s, rs, kind, beta));
           return d * load_n(y + r * C, c, m) * (rs * rs);
@@ -460,10 +461,7 @@ template <class T> struct Kern {
     const A beta = static_cast<A>(a.beta);
     const int64_t per = row_buf(C, size);
     double* bufs = par::scratch<double>(0, nt * per);
-    const auto scale_at = [&](int64_t r, int64_t c, int64_t m) {  // unused tail lanes: scale 1
-      V s = load_n(sc + r * C, c, m);
-      return m < W ? s + (set1(A(1)) - keep_first(set1(A(1)), m)) : s;
-    };
+    const auto scale_at = [&](int64_t r, int64_t c, int64_t m) { return load_scale(sc + r * C, c, m); };
     par::parallel_ranges(nt, rows, 3 * rows * C, [&](int64_t r0, int64_t r1) {
       double* p = bufs + omp_get_thread_num() * per;
       double* win = p + C + size + 2 * W;
