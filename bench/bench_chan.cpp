@@ -2,8 +2,8 @@
 //
 // The Python ops call: BatchNorm training / eval forward = batch_norm_fwd (fused; bn_train /
 // bn_eval here), backward = batch_norm_bwd; GroupNorm/InstanceNorm forward = group_norm_fwd_ncs
-// or group_norm_fwd_nsc, NCHW backward = group_norm_bwd_ncs, channels-last backward =
-// chan_grad_sums + chan_grad_apply; chan_stats and chan_affine are the unfused building blocks.
+// or group_norm_fwd_nsc, backward = group_norm_bwd_ncs or group_norm_bwd_nsc; chan_stats,
+// chan_affine, chan_grad_sums and chan_grad_apply are the unfused building blocks.
 // Shapes are (N, C, S) in the layout named (ncs = NCHW, nsc = channels-last); 256x1024x1 is
 // BatchNorm1d on (256, 1024).
 //
@@ -67,7 +67,7 @@ constexpr Op kOps[] = {
     {"chan_grad_sums", Kernel::grad_sums, 2}, {"chan_grad_apply", Kernel::grad_apply, 3},
     {"group_norm_fwd", Kernel::group_fwd, 2},     {"batch_norm_fwd_train", Kernel::bn_train, 2},
     {"batch_norm_fwd_eval", Kernel::bn_eval, 2},  {"batch_norm_bwd", Kernel::bn_bwd, 3},
-    {"group_norm_bwd_ncs", Kernel::group_bwd, 3},
+    {"group_norm_bwd", Kernel::group_bwd, 3},
 };
 const ChanShape kShapes[] = {
     {32, 64, 56 * 56, Layout::ncs}, {32, 64, 56 * 56, Layout::nsc}, {8, 256, 14 * 14, Layout::ncs},
@@ -145,7 +145,8 @@ void run_op(benchmark::State& state, Op op, ChanShape s, const std::string& isa,
                            d.y.data(),  d.m.data(), d.a.data(), d.w.data(), false,        d.sdy.data(),  d.sdyx.data(),
                            d.mean.data(), d.m2.data()};
       for (auto _ : state) {
-        group_norm_bwd_ncs(a);
+        if (s.layout == Layout::ncs) group_norm_bwd_ncs(a);
+        else group_norm_bwd_nsc(a);
         benchmark::ClobberMemory();
       }
       break;
@@ -162,7 +163,6 @@ void register_dtype() {
     for (const Op& op : kOps) {
       const bool grouped = op.kernel == Kernel::group_fwd || op.kernel == Kernel::group_bwd;
       if (grouped && (s.C % kGroups != 0 || s.S == 1)) continue;
-      if (op.kernel == Kernel::group_bwd && s.layout != Layout::ncs) continue;
       for (const std::string& isa : isa_axis())
         for (int threads : thread_axis())
           add(std::string(op.name) + "/" + tag + axes_suffix(isa, threads),

@@ -1,7 +1,8 @@
 // Bindings for the channel-wise norms: batch_norm, group_norm, instance_norm.
 //
-// Each op is: validate, view x as (N, C, S) in its layout, one statistics (or backward sums)
-// kernel, O(N*C) coefficient math here in double, one elementwise kernel.
+// Each op is: validate, view x as (N, C, S) in its layout, then one fused kernel (statistics or
+// backward sums, coefficients and the elementwise pass in one parallel region). InstanceNorm
+// with running statistics is one elementwise kernel with its coefficients computed here.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -203,38 +204,6 @@ void apply_affine(const View& v, py::array& y, const Coefs& k, int64_t ns) {
   chan_affine(a);
 }
 
-void apply_grad(const View& v, const py::array& dy, py::array& dx, const Coefs& k, int64_t ns) {
-  ChanGradApplyArgs a{v.dt, v.layout, v.N, v.C, v.S, v.x.data(), dy.data(), dx.mutable_data(),
-                      k.ptr(0), k.ptr(1), k.ptr(2), k.ptr(3), ns};
-  if (v.x.size() == 0) return;
-  py::gil_scoped_release nogil;
-  chan_grad_apply(a);
-}
-
-// Per-(n, c) (per_sample) or per-c statistics: mean and M2 in double.
-void stats(const View& v, bool per_sample, std::vector<double>& mean, std::vector<double>& m2) {
-  const size_t n = static_cast<size_t>(per_sample ? v.N * v.C : v.C);
-  mean.assign(n, 0.0);
-  m2.assign(n, 0.0);
-  ChanStatsArgs a{v.dt, v.layout, v.N, v.C, v.S, v.xp(), per_sample, mean.data(), m2.data()};
-  if (v.N * v.C * v.S == 0) return;
-  py::gil_scoped_release nogil;
-  chan_stats(a);
-}
-
-void grad_sums(const View& v, const py::array& dy, const Coefs& mr, int64_t ns, bool per_sample,
-               std::vector<double>& sdy, std::vector<double>& sdyx) {
-  const size_t n = static_cast<size_t>(per_sample ? v.N * v.C : v.C);
-  sdy.assign(n, 0.0);
-  sdyx.assign(n, 0.0);
-  ChanGradSumsArgs a{v.dt, v.layout, v.N, v.C, v.S, v.x.data(), dy.data(), mr.ptr(0), mr.ptr(1), ns, per_sample,
-                     sdy.data(), sdyx.data()};
-  if (v.x.size() == 0) return;
-  py::gil_scoped_release nogil;
-  chan_grad_sums(a);
-}
-
-std::vector<double> as_doubles(const py::array& a) { return doubles_of(a); }
 
 // ---------------------------------------------------------------- BatchNorm
 
@@ -312,50 +281,6 @@ void group_apply(const View& v, int64_t G, const std::vector<double>& gm, const 
   apply_affine(v, y, k, ns);
 }
 
-// Backward of the per-(n, g) normalization with per-channel weight (G = C: InstanceNorm).
-// affine_only: the statistics were constants (InstanceNorm with running statistics).
-py::tuple group_backward(View& v, py::array dy, int64_t G, const std::vector<double>& gm,
-                         const std::vector<double>& gr, const std::vector<double>& w, const py::dtype& pdt,
-                         py::handle out_, bool affine_only) {
-  const int64_t N = v.N, C = v.C, Cg = C / G;
-  Coefs mr(v.dt, N * C, 2);
-  for (int64_t n = 0; n < N; ++n)
-    for (int64_t c = 0; c < C; ++c) {
-      mr.set(0, n * C + c, gm[static_cast<size_t>(n * G + c / Cg)]);
-      mr.set(1, n * C + c, gr[static_cast<size_t>(n * G + c / Cg)]);
-    }
-  std::vector<double> sdy, sdyx;
-  grad_sums(v, dy, mr, C, true, sdy, sdyx);
-  std::vector<double> dw(static_cast<size_t>(C), 0.0), db(static_cast<size_t>(C), 0.0);
-  for (int64_t n = 0; n < N; ++n)
-    for (int64_t c = 0; c < C; ++c) {
-      dw[c] += sdyx[n * C + c];
-      db[c] += sdy[n * C + c];
-    }
-  const double K = static_cast<double>(Cg * v.S);
-  Coefs k(v.dt, N * C, 4);
-  for (int64_t n = 0; n < N; ++n)
-    for (int64_t g = 0; g < G; ++g) {
-      double sg = 0, sgx = 0;
-      for (int64_t c = g * Cg; c < (g + 1) * Cg; ++c) {
-        sg += w[c] * sdy[n * C + c];
-        sgx += w[c] * sdyx[n * C + c];
-      }
-      const double r = gr[static_cast<size_t>(n * G + g)];
-      for (int64_t c = g * Cg; c < (g + 1) * Cg; ++c) {  // dx = r (w dy - mean(g) - xhat mean(g xhat))
-        k.set(0, n * C + c, gm[static_cast<size_t>(n * G + g)]);
-        k.set(1, n * C + c, r * w[c]);
-        if (!affine_only && K > 0) {
-          k.set(2, n * C + c, -r * r * sgx / K);
-          k.set(3, n * C + c, -r * sg / K);
-        }
-      }
-    }
-  py::array dx = grad_output(out_, v, dy);
-  apply_grad(v, dy, dx, k, C);
-  return py::make_tuple(dx, to_param(dw, C, pdt), to_param(db, C, pdt));
-}
-
 // GroupNorm / InstanceNorm forward, fused (per (n, g) for NCHW, per batch of samples for
 // channels-last); fills per-(n, g) mean, M2, rstd.
 py::array group_fused(View& v, int64_t G, py::handle w_, py::handle b_, double eps, py::handle out_,
@@ -395,15 +320,12 @@ py::object group_norm_forward(py::handle x_, int64_t G, py::handle w_, py::handl
 }
 
 // GroupNorm / InstanceNorm backward from the saved (N, G) statistics: fused per (n, g) for NCHW,
-// sums + coefficients + elementwise pass for channels-last.
+// per cache-sized batch of samples for channels-last.
 py::tuple group_backward_of(View& v, py::array dy, int64_t G, py::handle mean_, py::handle rstd_, py::handle w_,
                             py::handle out_, bool affine_only) {
   const py::array mean = stat_acc(mean_, "mean", v.dt, {v.N, G});
   const py::array rstd = stat_acc(rstd_, "rstd", v.dt, {v.N, G});
   py::dtype pdt = v.x.dtype();
-  if (v.layout == Layout::nsc)
-    return group_backward(v, dy, G, as_doubles(mean), as_doubles(rstd), param_values(w_, "weight", v, 1.0, &pdt),
-                          pdt, out_, affine_only);
   const py::object w = param_acc(w_, "weight", v.dt, {v.C}, &pdt);
   const int64_t C = v.C;
   std::vector<double> sdy(static_cast<size_t>(v.N * C)), sdyx(sdy.size()), dw(static_cast<size_t>(C), 0.0),
@@ -413,7 +335,8 @@ py::tuple group_backward_of(View& v, py::array dy, int64_t G, py::handle mean_, 
                  ptr_or_null(w), affine_only, sdy.data(), sdyx.data(), dw.data(), db.data()};
   if (v.x.size() > 0) {
     py::gil_scoped_release nogil;
-    group_norm_bwd_ncs(a);
+    if (v.layout == Layout::ncs) group_norm_bwd_ncs(a);
+    else group_norm_bwd_nsc(a);
   }
   return py::make_tuple(dx, to_param(dw, C, pdt), to_param(db, C, pdt));
 }

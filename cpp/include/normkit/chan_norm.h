@@ -126,9 +126,10 @@ struct BatchNormBwdArgs {
   double* dweight; double* dbias;
 };
 
-// GroupNorm / InstanceNorm backward in the ncs layout, fused per (n, g) (the group's Cg * S
-// values of x and dy are contiguous: their sums are taken and dx is written while they are in
-// cache). With xhat = (x - mean[k]) * rstd[k], k = n * G + g, and K = Cg * S:
+// GroupNorm / InstanceNorm backward. ncs (group_norm_bwd_ncs): fused per (n, g) (the group's
+// Cg * S values of x and dy are contiguous: their sums are taken and dx is written while they
+// are in cache). nsc (group_norm_bwd_nsc): per cache-sized batch of samples, unit sums as
+// chan_grad_sums (per sample), merged in unit order, then the elementwise pass. With xhat = (x - mean[k]) * rstd[k], k = n * G + g, and K = Cg * S:
 //   sdy[n*C + c] = sum_s(dy), sdyx[n*C + c] = sum_s(dy * xhat)                          (= written)
 //   dweight[c] = sum_n sdyx[n*C + c], dbias[c] = sum_n sdy[n*C + c]                     (= written)
 //   dx = rstd[k] * (w[c] dy - sum_g(w sdy) / K - xhat * sum_g(w sdyx) / K)              (= written)
@@ -150,6 +151,7 @@ void chan_stats(const ChanStatsArgs& args);
 void batch_norm_fwd(const BatchNormFwdArgs& args);
 void batch_norm_bwd(const BatchNormBwdArgs& args);
 void group_norm_bwd_ncs(const GroupBwdArgs& args);
+void group_norm_bwd_nsc(const GroupBwdArgs& args);
 void group_norm_fwd_ncs(const GroupFwdArgs& args);
 void group_norm_fwd_nsc(const GroupFwdArgs& args);
 void chan_affine(const ChanAffineArgs& args);

@@ -84,7 +84,7 @@ template <class T> struct Fused : Kern<T> {
       }
       sync(T_);
       const Coef4 cf = tables(tab, E, 3);
-      for (int64_t u = u0; u < u1; ++u) K::apply_unit(P, u, x, nullptr, y, cf, streaming, typename K::AffineOp{});
+      for (int64_t u = u1; u-- > u0;) K::apply_unit(P, u, x, nullptr, y, cf, streaming, typename K::AffineOp{});
       if (streaming) stream_fence();
     });
   }
@@ -121,7 +121,7 @@ template <class T> struct Fused : Kern<T> {
       }
       sync(T_);
       const Coef4 cf = tables(tab, E, 4);
-      for (int64_t u = u0; u < u1; ++u) K::apply_unit(P, u, x, dy, dx, cf, streaming, typename K::GradOp{});
+      for (int64_t u = u1; u-- > u0;) K::apply_unit(P, u, x, dy, dx, cf, streaming, typename K::GradOp{});
       if (streaming) stream_fence();
     });
   }
@@ -173,11 +173,88 @@ template <class T> struct Fused : Kern<T> {
         }
         sync(T_);
         const Coef4 cf{{tab, tab + E, tab + 2 * E, nullptr}, 0, 3 * E};
-        for (int64_t u = part(U, t, T_); u < part(U, t + 1, T_); ++u)
+        for (int64_t u = part(U, t + 1, T_); u-- > part(U, t, T_);)
           K::apply_unit(P, u, x + off, nullptr, y + off, cf, streaming, typename K::AffineOp{});
       }
       if (streaming) stream_fence();
     });
+  }
+
+  // Channels-last GroupNorm/InstanceNorm backward: per cache-sized batch of samples, (1) unit
+  // sums of dy and dy * xhat, (2) per (n, g) their in-order merge and the dx coefficients,
+  // (3) the elementwise pass, newest units first (still in cache).
+  static void group_bwd_nsc(const GroupBwdArgs& a) {
+    constexpr int64_t kBatchBytes = int64_t{8} << 20;
+    const int64_t N = a.N, C = a.C, S = a.S, G = a.G, Cg = C / G, E = K::ext_len(C);
+    const int64_t per = std::max<int64_t>(1, kBatchBytes / std::max<int64_t>(2 * C * S * int64_t{sizeof(T)}, 1));
+    const int64_t nb = std::min(per, N), upn = make_units(Layout::nsc, 1, C, S, true).count();
+    const T* x = static_cast<const T*>(a.x);
+    const T* dy = static_cast<const T*>(a.dy);
+    T* dx = static_cast<T*>(a.dx);
+    const A* gm = static_cast<const A*>(a.mean);
+    const A* gr = static_cast<const A*>(a.rstd);
+    const A* wt = static_cast<const A*>(a.weight);
+    const int nt = threads_for(nb * upn, 2 * N * C * S);
+    double* u1s = par::scratch<double>(0, 2 * nb * upn * C);
+    double* u2s = u1s + nb * upn * C;
+    A* bufs = par::scratch<A>(1, nt * 2 * par::padded<A>(C));
+    A* tab = par::scratch<A>(2, nb * 4 * E);  // per sample: tables m, k1, k2, k3
+    A* mr = par::scratch<A>(3, 2 * N * C + 2 * K::W);  // per (n, c): the group's mean and rstd
+    for (int64_t k = 0; k < N * G; ++k)
+      for (int64_t i = k * Cg; i < (k + 1) * Cg; ++i) {
+        mr[i] = gm[k];
+        mr[N * C + K::W + i] = gr[k];
+      }
+    const double Kd = static_cast<double>(Cg * S);
+    const bool streaming = use_streaming(3, N * C * S, sizeof(T));
+    region(nt, [&](int t, int T_) {
+      A* buf = bufs + t * 2 * par::padded<A>(C);
+      for (int64_t n0 = 0; n0 < N; n0 += per) {
+        const int64_t n1 = std::min(N, n0 + per), U = (n1 - n0) * upn, off = n0 * S * C;
+        const Units P = make_units(Layout::nsc, n1 - n0, C, S, true);
+        for (int64_t u = part(U, t, T_); u < part(U, t + 1, T_); ++u)
+          K::grad_sums_unit(P, x + off, dy + off, mr + n0 * C, mr + N * C + K::W + n0 * C, C, u, buf, u1s, u2s);
+        sync(T_);
+        const int64_t ng = (n1 - n0) * G;
+        for (int64_t k = part(ng, t, T_); k < part(ng, t + 1, T_); ++k) {
+          const int64_t n = k / G, c0 = (k % G) * Cg, o = (n0 + n) * C + c0;
+          merge_sums(P, n * C + c0, n * C + c0 + Cg, u1s, u2s, a.sdy + n0 * C, a.sdyx + n0 * C);
+          double sg = 0, sgx = 0;
+          for (int64_t c = 0; c < Cg; ++c) {
+            const double wc = wt ? static_cast<double>(wt[c0 + c]) : 1.0;
+            sg += wc * a.sdy[o + c];
+            sgx += wc * a.sdyx[o + c];
+          }
+          const double r = static_cast<double>(gr[n0 * G + k]);
+          const bool stats = !a.affine_only && Kd > 0;
+          for (int64_t c = c0; c < c0 + Cg; ++c) {  // dx = r (w dy - mean(g) - xhat mean(g xhat))
+            const double wc = wt ? static_cast<double>(wt[c]) : 1.0;
+            const A v[4] = {gm[n0 * G + k], static_cast<A>(r * wc), static_cast<A>(stats ? -r * r * sgx / Kd : 0.0),
+                            static_cast<A>(stats ? -r * sg / Kd : 0.0)};
+            set_coef(tab + n * 4 * E, E, C, 4, c, v);
+          }
+        }
+        sync(T_);
+        const Coef4 cf{{tab, tab + E, tab + 2 * E, tab + 3 * E}, 0, 4 * E};
+        for (int64_t u = part(U, t + 1, T_); u-- > part(U, t, T_);)
+          K::apply_unit(P, u, x + off, dy + off, dx + off, cf, streaming, typename K::GradOp{});
+      }
+      if (streaming) stream_fence();
+    });
+    sum_over_samples(a);
+  }
+
+  // dweight/dbias: the per-(n, c) sums added over samples in order.
+  static void sum_over_samples(const GroupBwdArgs& a) {
+    for (int64_t c = 0; c < a.C; ++c) {
+      double tw = 0, tb = 0;
+      for (int64_t n = 0; n < a.N; ++n) {
+        tw += a.sdyx[n * a.C + c];
+        tb += a.sdy[n * a.C + c];
+      }
+      a.dweight[c] = tw;
+      a.dbias[c] = tb;
+    }
   }
 
   static void group_bwd(const GroupBwdArgs& a) {
@@ -224,15 +301,7 @@ template <class T> struct Fused : Kern<T> {
       }
       if (streaming) stream_fence();
     });
-    for (int64_t c = 0; c < C; ++c) {
-      double tw = 0, tb = 0;
-      for (int64_t n = 0; n < N; ++n) {
-        tw += a.sdyx[n * C + c];
-        tb += a.sdy[n * C + c];
-      }
-      a.dweight[c] = tw;
-      a.dbias[c] = tb;
-    }
+    sum_over_samples(a);
   }
 };
 
@@ -249,6 +318,9 @@ void group_norm_fwd_nsc(const GroupFwdArgs& a) {
 }
 void group_norm_bwd_ncs(const GroupBwdArgs& a) {
   by_dtype<Fused>(a, [&](auto k) { decltype(k)::group_bwd(a); });
+}
+void group_norm_bwd_nsc(const GroupBwdArgs& a) {
+  by_dtype<Fused>(a, [&](auto k) { decltype(k)::group_bwd_nsc(a); });
 }
 
 }  // namespace nk::cpu::NK_ISA

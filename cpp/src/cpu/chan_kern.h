@@ -112,13 +112,25 @@ inline void merge_stats(const Units& P, int64_t o0, int64_t o1, const double* um
 // Sums of unit partials for outputs [o0, o1), in unit order.
 inline void merge_sums(const Units& P, int64_t o0, int64_t o1, const double* u1, const double* u2, double* s1,
                        double* s2) {
-  const int64_t w = P.width();
-  for (int64_t o = o0; o < o1; ++o) {
-    const int64_t c = w == 1 ? 0 : o % P.C;
+  if (P.layout == Layout::nsc) {  // one sample (group of units) at a time, its channels as a vector
+    for (int64_t o = o0; o < o1;) {
+      const int64_t g = o / P.C, c0 = o % P.C, c1 = std::min(o1 - g * P.C, P.C), n = c1 - c0;
+      std::fill(s1 + o, s1 + o + n, 0.0);
+      std::fill(s2 + o, s2 + o + n, 0.0);
+      for (int64_t u = g * P.ru.per_group; u < (g + 1) * P.ru.per_group; ++u)
+        for (int64_t c = 0; c < n; ++c) {
+          s1[o + c] += u1[u * P.C + c0 + c];
+          s2[o + c] += u2[u * P.C + c0 + c];
+        }
+      o = g * P.C + c1;
+    }
+    return;
+  }
+  for (int64_t o = o0; o < o1; ++o) {  // ncs: one partial per unit
     double t1 = 0, t2 = 0;
     for_unit_partials(P, o, [&](int64_t u, int64_t, int64_t) {
-      t1 += u1[u * w + c];
-      t2 += u2[u * w + c];
+      t1 += u1[u];
+      t2 += u2[u];
     });
     s1[o] = t1;
     s2[o] = t2;
