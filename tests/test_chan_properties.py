@@ -177,6 +177,32 @@ def test_strided_views_match_contiguous(isa, rng, dtype, ca):
         np.testing.assert_array_equal(a, e, err_msg="strided group statistics")
 
 
+def at_offset(a, k):
+    """A copy of a whose data starts k elements past a 64-byte boundary."""
+    raw = np.zeros(a.nbytes + 128, np.uint8)
+    start = (-raw.ctypes.data) % 64 + k * a.itemsize
+    out = raw[start : start + a.nbytes].view(a.dtype).reshape(a.shape)
+    out[...] = a
+    return out
+
+
+@pytest.mark.parametrize("ca", LAYOUTS, ids=LAYOUT_IDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_results_do_not_depend_on_alignment(isa, rng, dtype, ca):
+    # C = 48 channels are whole vectors, so channels-last rows all start at the same offset from a
+    # vector boundary and the kernels shift their channel blocks to align the loads: every
+    # offset must give the same bits.
+    shape = layout((3, 48, 5, 7), ca)
+    x, dy = randn(rng, shape, dtype), randn(rng, shape, dtype)
+    w, b = params(rng, 48, dtype)
+    rm, rv = running_stats(rng, 48, dtype)
+    expected = run_all(at_offset(x, 0), at_offset(dy, 0), w, b, rm, rv, ca)
+    for k in range(1, 64 // x.itemsize):
+        got = run_all(at_offset(x, k), at_offset(dy, k), w, b, rm, rv, ca)
+        for i, (a, e) in enumerate(zip(got, expected)):
+            np.testing.assert_array_equal(a, e, err_msg=f"offset {k} elements, output {i}")
+
+
 @pytest.mark.parametrize("ca", LAYOUTS, ids=LAYOUT_IDS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_strided_running_statistics(isa, rng, dtype, ca):

@@ -29,9 +29,13 @@ template <class T> struct Fused : Kern<T> {
   static Coef4 tables(A* t, int64_t E, int q) {
     return Coef4{{t, t + E, t + 2 * E, q > 3 ? t + 3 * E : nullptr}, 0, 0};
   }
-  static void set_coef(A* t, int64_t E, int64_t C, int q, int64_t c, const A* v) {
-    for (int i = 0; i < q; ++i)  // v[i]: coefficient i of channel c, at every phase of channel c
-      for (int64_t j = c; j < E; j += C) t[i * E + j] = v[i];
+  // Tables hold coefficient i of channel c at t[i * E + c] and repeat it at every later phase
+  // c + C, c + 2C, ... < E; wrap() writes those repeats for channels [c0, c1) (the loops that
+  // compute the coefficients write only t[i * E + c], so they vectorize).
+  static void wrap(A* t, int64_t E, int64_t C, int q, int64_t c0, int64_t c1) {
+    for (int i = 0; i < q; ++i)
+      for (int64_t p = C; p < E; p += C)
+        for (int64_t c = c0; c < std::min(c1, E - p); ++c) t[i * E + p + c] = t[i * E + c];
   }
 
   static void bn_fwd(const BatchNormFwdArgs& a) {
@@ -48,14 +52,12 @@ template <class T> struct Fused : Kern<T> {
     double* mean = uq + (a.training ? U * w : 0);
     double* m2 = mean + C;
     double* rstd = m2 + C;
-    A* bufs = par::scratch<A>(1, nt * 3 * par::padded<A>(C));
     A* tab = par::scratch<A>(2, 3 * E);
     const bool streaming = use_streaming(2, elems, sizeof(T));
     region(nt, [&](int t, int T_) {
       const int64_t u0 = part(U, t, T_), u1 = part(U, t + 1, T_);
       if (a.training) {
-        A* buf = bufs + t * 3 * par::padded<A>(C);
-        for (int64_t u = u0; u < u1; ++u) K::stats_unit(P, x, u, buf, um, uq);
+        for (int64_t u = u0; u < u1; ++u) K::stats_unit(P, x, u, um, uq);
         sync(T_);
       }
       const int64_t c0 = part(C, t, T_), c1 = part(C, t + 1, T_);
@@ -75,13 +77,13 @@ template <class T> struct Fused : Kern<T> {
           rstd[c] = 1.0 / std::sqrt(static_cast<double>(rv[c]) + a.eps);
         }
       }
-      for (int64_t c = c0; c < c1; ++c) {
-        static_cast<A*>(a.save_mean)[c] = static_cast<A>(mean[c]);
+      for (int64_t c = c0; c < c1; ++c) {  // tables m, a, b
+        static_cast<A*>(a.save_mean)[c] = tab[c] = static_cast<A>(mean[c]);
         static_cast<A*>(a.save_rstd)[c] = static_cast<A>(rstd[c]);
-        const A v[3] = {static_cast<A>(mean[c]), static_cast<A>(rstd[c] * (wt ? static_cast<double>(wt[c]) : 1.0)),
-                        bs ? bs[c] : A(0)};
-        set_coef(tab, E, C, 3, c, v);
+        tab[E + c] = static_cast<A>(rstd[c] * (wt ? static_cast<double>(wt[c]) : 1.0));
+        tab[2 * E + c] = bs ? bs[c] : A(0);
       }
+      wrap(tab, E, C, 3, c0, c1);
       sync(T_);
       const Coef4 cf = tables(tab, E, 3);
       for (int64_t u = u1; u-- > u0;) K::apply_unit(P, u, x, nullptr, y, cf, streaming, typename K::AffineOp{});
@@ -112,13 +114,15 @@ template <class T> struct Fused : Kern<T> {
       sync(T_);
       const int64_t c0 = part(C, t, T_), c1 = part(C, t + 1, T_);
       merge_sums(P, c0, c1, u1s, u2s, a.dbias, a.dweight);
-      for (int64_t c = c0; c < c1; ++c) {
+      const bool batch = a.training && count > 0;  // dx = w r (dy - mean(dy) - xhat mean(dy xhat))
+      for (int64_t c = c0; c < c1; ++c) {  // tables m, k1, k2, k3
         const double r = static_cast<double>(rstd[c]), wr = (wt ? static_cast<double>(wt[c]) : 1.0) * r;
-        const bool batch = a.training && count > 0;  // dx = w r (dy - mean(dy) - xhat mean(dy xhat))
-        const A v[4] = {mean[c], static_cast<A>(wr), static_cast<A>(batch ? -wr * r * a.dweight[c] / count : 0.0),
-                        static_cast<A>(batch ? -wr * a.dbias[c] / count : 0.0)};
-        set_coef(tab, E, C, 4, c, v);
+        tab[c] = mean[c];
+        tab[E + c] = static_cast<A>(wr);
+        tab[2 * E + c] = static_cast<A>(batch ? -wr * r * a.dweight[c] / count : 0.0);
+        tab[3 * E + c] = static_cast<A>(batch ? -wr * a.dbias[c] / count : 0.0);
       }
+      wrap(tab, E, C, 4, c0, c1);
       sync(T_);
       const Coef4 cf = tables(tab, E, 4);
       for (int64_t u = u1; u-- > u0;) K::apply_unit(P, u, x, dy, dx, cf, streaming, typename K::GradOp{});
@@ -140,15 +144,13 @@ template <class T> struct Fused : Kern<T> {
     double* uq = um + nb * upn * C;
     double* im = uq + nb * upn * C;  // per-(n, c) mean and M2 of the batch
     double* iq = im + nb * C;
-    A* bufs = par::scratch<A>(1, nt * 3 * par::padded<A>(C));
     A* tab = par::scratch<A>(2, nb * 3 * E);  // per sample: tables m, a, b
     const bool streaming = use_streaming(2, N * C * S, sizeof(T));
     region(nt, [&](int t, int T_) {
-      A* buf = bufs + t * 3 * par::padded<A>(C);
       for (int64_t n0 = 0; n0 < N; n0 += per) {
         const int64_t n1 = std::min(N, n0 + per), U = (n1 - n0) * upn, off = n0 * S * C;
         const Units P = make_units(Layout::nsc, n1 - n0, C, S, true);
-        for (int64_t u = part(U, t, T_); u < part(U, t + 1, T_); ++u) K::stats_unit(P, x + off, u, buf, um, uq);
+        for (int64_t u = part(U, t, T_); u < part(U, t + 1, T_); ++u) K::stats_unit(P, x + off, u, um, uq);
         sync(T_);
         const int64_t ng = (n1 - n0) * G;
         for (int64_t k = part(ng, t, T_); k < part(ng, t + 1, T_); ++k) {
@@ -165,11 +167,13 @@ template <class T> struct Fused : Kern<T> {
           a.mean[kk] = m;
           a.m2[kk] = q;
           a.rstd[kk] = rstd;
+          A* tn = tab + n * 3 * E;  // this sample's tables m, a, b
           for (int64_t c = c0 - n * C; c < c0 - n * C + Cg; ++c) {
-            const A v[3] = {static_cast<A>(m), static_cast<A>(rstd * (wt ? static_cast<double>(wt[c]) : 1.0)),
-                            bs ? bs[c] : A(0)};
-            set_coef(tab + n * 3 * E, E, C, 3, c, v);
+            tn[c] = static_cast<A>(m);
+            tn[E + c] = static_cast<A>(rstd * (wt ? static_cast<double>(wt[c]) : 1.0));
+            tn[2 * E + c] = bs ? bs[c] : A(0);
           }
+          wrap(tn, E, C, 3, c0 - n * C, c0 - n * C + Cg);
         }
         sync(T_);
         const Coef4 cf{{tab, tab + E, tab + 2 * E, nullptr}, 0, 3 * E};
@@ -227,12 +231,15 @@ template <class T> struct Fused : Kern<T> {
           }
           const double r = static_cast<double>(gr[n0 * G + k]);
           const bool stats = !a.affine_only && Kd > 0;
+          A* tn = tab + n * 4 * E;  // this sample's tables m, k1, k2, k3
+          const A k2 = static_cast<A>(stats ? -r * r * sgx / Kd : 0.0), k3 = static_cast<A>(stats ? -r * sg / Kd : 0.0);
           for (int64_t c = c0; c < c0 + Cg; ++c) {  // dx = r (w dy - mean(g) - xhat mean(g xhat))
-            const double wc = wt ? static_cast<double>(wt[c]) : 1.0;
-            const A v[4] = {gm[n0 * G + k], static_cast<A>(r * wc), static_cast<A>(stats ? -r * r * sgx / Kd : 0.0),
-                            static_cast<A>(stats ? -r * sg / Kd : 0.0)};
-            set_coef(tab + n * 4 * E, E, C, 4, c, v);
+            tn[c] = gm[n0 * G + k];
+            tn[E + c] = static_cast<A>(r * (wt ? static_cast<double>(wt[c]) : 1.0));
+            tn[2 * E + c] = k2;
+            tn[3 * E + c] = k3;
           }
+          wrap(tn, E, C, 4, c0, c0 + Cg);
         }
         sync(T_);
         const Coef4 cf{{tab, tab + E, tab + 2 * E, tab + 3 * E}, 0, 4 * E};

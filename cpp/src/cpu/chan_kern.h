@@ -173,41 +173,42 @@ template <class T> struct Kern {
     *m2 = std::max(0.0, s2 - s1 * s1 / static_cast<double>(L));
   }
 
-  // Per-channel two-pass mean/M2 over rows [r0, r1) of C values; buf holds 3 padded rows of A.
-  static void rows_stats(const T* x, int64_t C, int64_t r0, int64_t r1, A* buf, double* om, double* oq) {
-    const int64_t P = par::padded<A>(C);
-    A *sum = buf, *sd = buf + P, *sq = buf + 2 * P;
-    std::memset(buf, 0, static_cast<size_t>(3 * P) * sizeof(A));
-    for (int64_t r = r0; r < r1; ++r)
-      for (int64_t j = 0; j < C; j += W)  // scalar: sum[c] += x[r][c]
-        storeu(sum + j, loadu(sum + j) + load_n(x + r * C, j, std::min(W, C - j)));
-    const A inv = A(1) / static_cast<A>(r1 - r0);
-    for (int64_t j = 0; j < C; j += W) storeu(sum + j, loadu(sum + j) * set1(inv));  // now the first-pass mean
-    for (int64_t r = r0; r < r1; ++r)
-      for (int64_t j = 0; j < C; j += W) {  // scalar: d = x[r][c] - mean[c]; sd[c] += d; sq[c] += d * d
-        const int64_t n = std::min(W, C - j);
-        V d = load_n(x + r * C, j, n) - loadu(sum + j);
-        if (n < W) d = keep_first(d, n);
-        storeu(sd + j, loadu(sd + j) + d);
-        storeu(sq + j, fma(d, d, loadu(sq + j)));
-      }
+  // Per-channel two-pass mean/M2 over rows [r0, r1) of the n < W channels at x (rows `stride`
+  // apart): rows_stats_k for one partial vector, lanes past n kept zero.
+  static void rows_stats_n(const T* x, int64_t stride, int64_t n, int64_t r0, int64_t r1, double* om, double* oq) {
+    V s = set1(A(0)), d = s, q = s;
+    for (int64_t r = r0; r < r1; ++r) s = s + load_n(x + r * stride, 0, n);  // scalar: sum[c] += x[r][c]
+    s = s * set1(A(1) / static_cast<A>(r1 - r0));
+    for (int64_t r = r0; r < r1; ++r) {  // scalar: e = x[r][c] - mean[c]; d[c] += e; q[c] += e * e
+      const V e = keep_first(load_n(x + r * stride, 0, n) - s, n);
+      d = d + e;
+      q = fma(e, e, q);
+    }
+    A ms[W], ds[W], qs[W];
+    storeu(ms, s);
+    storeu(ds, d);
+    storeu(qs, q);
     const double inv_cnt = 1.0 / static_cast<double>(r1 - r0);
-    for (int64_t c = 0; c < C; ++c) {
-      const double d = static_cast<double>(sd[c]);
-      om[c] = static_cast<double>(sum[c]) + d * inv_cnt;
-      oq[c] = std::max(0.0, static_cast<double>(sq[c]) - d * d * inv_cnt);
+    for (int64_t c = 0; c < n; ++c) {
+      const double dc = static_cast<double>(ds[c]);
+      om[c] = static_cast<double>(ms[c]) + dc * inv_cnt;
+      oq[c] = std::max(0.0, static_cast<double>(qs[c]) - dc * dc * inv_cnt);
     }
   }
 
-  // rows_stats for C = K * W (K <= 8): the per-channel accumulators live in registers. Same
-  // operations in the same order as rows_stats, so the results are bitwise the same.
+  // Per-channel two-pass mean/M2 over rows [r0, r1) of the K * W channels at x (rows `stride`
+  // apart, K <= 8), the accumulators in registers. Channels are independent lanes: a channel's
+  // result does not depend on the block or lane it is computed in (rows_stats_n is the same).
   template <int K>
   static void rows_stats_k(const T* x, int64_t stride, int64_t r0, int64_t r1, double* om, double* oq) {
     constexpr int64_t C = K * W;  // channels of this block; rows are `stride` apart
     V s[K], d[K], q[K];
     for (int k = 0; k < K; ++k) s[k] = d[k] = q[k] = set1(A(0));
     for (int64_t r = r0; r < r1; ++r)
-      for (int k = 0; k < K; ++k) s[k] = s[k] + loadu(x + r * stride + k * W);  // scalar: sum[c] += x[r][c]
+      for (int k = 0; k < K; ++k) {  // scalar: sum[c] += x[r][c]
+        s[k] = s[k] + loadu(x + r * stride + k * W);
+        if (stride > C) prefetch(x + r * stride + C, k * W);  // the next block's part of this row
+      }
     const V inv = set1(A(1) / static_cast<A>(r1 - r0));
     for (int k = 0; k < K; ++k) s[k] = s[k] * inv;
     for (int64_t r = r0; r < r1; ++r)
@@ -230,40 +231,49 @@ template <class T> struct Kern {
     }
   }
 
-  // When C is whole vectors, calls f(c0, std::integral_constant<int, K>) for channel blocks
-  // [c0, c0 + K * W) of at most 8 vectors covering [0, C), and returns true; false otherwise.
-  template <class Fn> static bool by_blocks(int64_t C, Fn&& f) {
-    if (C % W != 0 || C == 0) return false;
-    for (int64_t c0 = 0; c0 < C; c0 += 8 * W) {
-      switch (std::min<int64_t>(8, (C - c0) / W)) {
-        case 1: f(c0, std::integral_constant<int, 1>{}); break;
-        case 2: f(c0, std::integral_constant<int, 2>{}); break;
-        case 3: f(c0, std::integral_constant<int, 3>{}); break;
-        case 4: f(c0, std::integral_constant<int, 4>{}); break;
-        case 5: f(c0, std::integral_constant<int, 5>{}); break;
-        case 6: f(c0, std::integral_constant<int, 6>{}); break;
-        case 7: f(c0, std::integral_constant<int, 7>{}); break;
-        default: f(c0, std::integral_constant<int, 8>{}); break;
-      }
-    }
-    return true;
+  // f(c0, std::integral_constant<int, k>) for a run-time k in [1, K].
+  template <int K, class Fn> static void with_k(int64_t k, int64_t c0, Fn& f) {
+    if constexpr (K > 1)
+      if (k < K) return with_k<K - 1>(k, c0, f);
+    f(c0, std::integral_constant<int, K>{});
   }
 
-  // Mean/M2 partials of unit u into um/uq (width() values); buf: 3 * padded(C) of A (nsc).
-  static void stats_unit(const Units& P, const T* x, int64_t u, A* buf, double* um, double* uq) {
+  // Cuts the C channels of rows that start at x (row stride C) into blocks: whole vectors,
+  // f(c0, std::integral_constant<int, K>) for [c0, c0 + K * W) with K <= MaxK, partial vectors
+  // g(c0, n) for [c0, c0 + n) with n < W. When every row has the same offset from a vector
+  // boundary, the whole vectors start at the first boundary (aligned loads; NumPy's large arrays
+  // are 16-byte aligned only) and g takes the channels before it and after the last whole one.
+  template <int MaxK = 8, class Fn, class Gn> static void by_blocks(const T* x, int64_t C, Fn&& f, Gn&& g) {
+    constexpr auto vb = static_cast<uintptr_t>(W * sizeof(T));
+    const uintptr_t mis = reinterpret_cast<uintptr_t>(x) % vb;
+    const int64_t h = (static_cast<uintptr_t>(C) * sizeof(T)) % vb == 0 && mis % sizeof(T) == 0 && mis
+                          ? std::min<int64_t>(C, static_cast<int64_t>((vb - mis) / sizeof(T)))
+                          : 0;
+    if (h > 0) g(0, h);
+    const int64_t end = h + (C - h) / W * W;
+    for (int64_t c0 = h; c0 < end; c0 += MaxK * W) with_k<MaxK>(std::min<int64_t>(MaxK, (end - c0) / W), c0, f);
+    if (end < C) g(end, C - end);
+  }
+
+  // Mean/M2 partials of unit u into um/uq (width() values).
+  static void stats_unit(const Units& P, const T* x, int64_t u, double* um, double* uq) {
     if (P.layout == Layout::ncs) {
       const int64_t nc = u / P.K, k = u % P.K;
       run_stats(x + nc * P.S + k * kSpan, std::min(kSpan, P.S - k * kSpan), um + u, uq + u);
       return;
     }
     const int64_t C = P.C, r0 = P.ru.begin(u), r1 = P.ru.end(u);
-    const bool done = by_blocks(C, [&](int64_t c0, auto k) {
-      rows_stats_k<decltype(k)::value>(x + c0, C, r0, r1, um + u * C + c0, uq + u * C + c0);
-    });
-    if (!done) rows_stats(x, C, r0, r1, buf, um + u * C, uq + u * C);
+    by_blocks(
+        x, C,
+        [&](int64_t c0, auto k) {
+          rows_stats_k<decltype(k)::value>(x + c0, C, r0, r1, um + u * C + c0, uq + u * C + c0);
+        },
+        [&](int64_t c0, int64_t n) { rows_stats_n(x + c0, C, n, r0, r1, um + u * C + c0, uq + u * C + c0); });
   }
 
   // ---- backward sums: s1 = sum(dy), s2 = sum(dy * (x - m) * r) per unit (width() values)
+
+  static constexpr int kSumBlock = 8;  // vectors per channel block of the nsc sums
 
   // Over L contiguous values: *s1 = sum(dy), *s2 = sum(dy * (x - m) * r).
   static void span_sums(const T* x, const T* dy, int64_t L, A m, A r, double* s1_out, double* s2_out) {
@@ -294,26 +304,32 @@ template <class T> struct Kern {
     A* t2s = buf + par::padded<A>(C);
     // Coefficients are constant over a unit (per-sample units, or shared by all samples).
     const bool fixed = P.per_sample || ns == 0;
-    const bool done = fixed && by_blocks(C, [&](int64_t c0, auto kc) {
+    const A *mm = m + (r0 / S) * ns, *rr = r + (r0 / S) * ns;
+    const auto block = [&](int64_t c0, auto kc, int64_t n) {  // n: lanes of the last vector
       constexpr int K = decltype(kc)::value;
-      const A *mm = m + (r0 / S) * ns + c0, *rr = r + (r0 / S) * ns + c0;
       V t1[K], t2[K], vm[K], vr[K];
       for (int k = 0; k < K; ++k) {
         t1[k] = t2[k] = set1(A(0));
-        vm[k] = loadu(mm + k * W);
-        vr[k] = loadu(rr + k * W);
+        vm[k] = load_n(mm, c0 + k * W, k == K - 1 ? n : W);  // m, r: C values, unpadded
+        vr[k] = load_n(rr, c0 + k * W, k == K - 1 ? n : W);
       }
       for (int64_t row = r0; row < r1; ++row)
         for (int k = 0; k < K; ++k) {  // scalar: s1[c] += dy; s2[c] += dy * (x - m[c]) * r[c]
-          const V g = loadu(dy + row * C + c0 + k * W);
+          const int64_t j = row * C + c0 + k * W, nk = k == K - 1 ? n : W;
+          const V g = load_n(dy, j, nk);  // lanes past n: g = 0 and x - m = 0
           t1[k] = t1[k] + g;
-          t2[k] = fma(g, (loadu(x + row * C + c0 + k * W) - vm[k]) * vr[k], t2[k]);
+          t2[k] = fma(g, (load_n(x, j, nk) - vm[k]) * vr[k], t2[k]);
         }
       for (int k = 0; k < K; ++k) {
-        storeu(t1s + c0 + k * W, t1[k]);
-        storeu(t2s + c0 + k * W, t2[k]);
+        store_n(t1s, c0 + k * W, t1[k], k == K - 1 ? n : W);
+        store_n(t2s, c0 + k * W, t2[k], k == K - 1 ? n : W);
       }
-    });
+    };
+    if (fixed)
+      by_blocks<kSumBlock>(
+          x, C, [&](int64_t c0, auto kc) { block(c0, kc, W); },
+          [&](int64_t c0, int64_t n) { block(c0, std::integral_constant<int, 1>{}, n); });
+    const bool done = fixed;
     if (!done) std::memset(buf, 0, static_cast<size_t>(2 * par::padded<A>(C)) * sizeof(A));
     for (int64_t row = r0; !done && row < r1; ++row) {
       const A *mm = m + (row / S) * ns, *rr = r + (row / S) * ns;

@@ -17,10 +17,8 @@ template <class T> struct Chan : Kern<T> {
     const T* x = static_cast<const T*>(a.x);
     double* um = par::scratch<double>(0, 2 * U * w);
     double* uq = um + U * w;
-    A* bufs = par::scratch<A>(1, nt * 3 * par::padded<A>(a.C));
     par::parallel_ranges(nt, U, a.N * a.C * a.S, [&](int64_t u0, int64_t u1) {
-      A* buf = bufs + omp_get_thread_num() * 3 * par::padded<A>(a.C);
-      for (int64_t u = u0; u < u1; ++u) K::stats_unit(P, x, u, buf, um, uq);
+      for (int64_t u = u0; u < u1; ++u) K::stats_unit(P, x, u, um, uq);
     });
     par::parallel_ranges(nt, P.outputs(), U * w / kMergeCost, [&](int64_t o0, int64_t o1) {
       merge_stats(P, o0, o1, um, uq, a.mean, a.m2);
