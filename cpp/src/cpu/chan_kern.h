@@ -1,4 +1,4 @@
-// Building blocks of the channel-norm kernels (chan_norm.cpp, batch_norm.cpp), included inside
+// Building blocks of the channel-norm kernels (chan_norm.cpp, chan_fused.cpp), included inside
 // each ISA's translation unit.
 //
 // Work is cut into fixed units whose boundaries depend only on the shape:
@@ -173,47 +173,25 @@ template <class T> struct Kern {
     *m2 = std::max(0.0, s2 - s1 * s1 / static_cast<double>(L));
   }
 
-  // Per-channel two-pass mean/M2 over rows [r0, r1) of the n < W channels at x (rows `stride`
-  // apart): rows_stats_k for one partial vector, lanes past n kept zero.
-  static void rows_stats_n(const T* x, int64_t stride, int64_t n, int64_t r0, int64_t r1, double* om, double* oq) {
-    V s = set1(A(0)), d = s, q = s;
-    for (int64_t r = r0; r < r1; ++r) s = s + load_n(x + r * stride, 0, n);  // scalar: sum[c] += x[r][c]
-    s = s * set1(A(1) / static_cast<A>(r1 - r0));
-    for (int64_t r = r0; r < r1; ++r) {  // scalar: e = x[r][c] - mean[c]; d[c] += e; q[c] += e * e
-      const V e = keep_first(load_n(x + r * stride, 0, n) - s, n);
-      d = d + e;
-      q = fma(e, e, q);
-    }
-    A ms[W], ds[W], qs[W];
-    storeu(ms, s);
-    storeu(ds, d);
-    storeu(qs, q);
-    const double inv_cnt = 1.0 / static_cast<double>(r1 - r0);
-    for (int64_t c = 0; c < n; ++c) {
-      const double dc = static_cast<double>(ds[c]);
-      om[c] = static_cast<double>(ms[c]) + dc * inv_cnt;
-      oq[c] = std::max(0.0, static_cast<double>(qs[c]) - dc * dc * inv_cnt);
-    }
-  }
-
-  // Per-channel two-pass mean/M2 over rows [r0, r1) of the K * W channels at x (rows `stride`
-  // apart, K <= 8), the accumulators in registers. Channels are independent lanes: a channel's
-  // result does not depend on the block or lane it is computed in (rows_stats_n is the same).
+  // Per-channel two-pass mean/M2 over rows [r0, r1) of the (K - 1) * W + n channels at x (rows
+  // `stride` apart, K <= 8, 0 < n <= W: the last vector may be partial, its lanes past n zero),
+  // the accumulators in registers. Channels are independent lanes: a channel's result does not
+  // depend on the block or lane it is computed in.
   template <int K>
-  static void rows_stats_k(const T* x, int64_t stride, int64_t r0, int64_t r1, double* om, double* oq) {
-    constexpr int64_t C = K * W;  // channels of this block; rows are `stride` apart
+  static void rows_stats_k(const T* x, int64_t stride, int64_t n, int64_t r0, int64_t r1, double* om, double* oq) {
+    constexpr int64_t C = K * W;  // lanes of this block
     V s[K], d[K], q[K];
     for (int k = 0; k < K; ++k) s[k] = d[k] = q[k] = set1(A(0));
     for (int64_t r = r0; r < r1; ++r)
       for (int k = 0; k < K; ++k) {  // scalar: sum[c] += x[r][c]
-        s[k] = s[k] + loadu(x + r * stride + k * W);
+        s[k] = s[k] + load_n(x + r * stride, k * W, k == K - 1 ? n : W);
         if (stride > C) prefetch(x + r * stride + C, k * W);  // the next block's part of this row
       }
     const V inv = set1(A(1) / static_cast<A>(r1 - r0));
     for (int k = 0; k < K; ++k) s[k] = s[k] * inv;
     for (int64_t r = r0; r < r1; ++r)
       for (int k = 0; k < K; ++k) {  // scalar: e = x[r][c] - mean[c]; d[c] += e; q[c] += e * e
-        const V e = loadu(x + r * stride + k * W) - s[k];
+        const V e = load_n(x + r * stride, k * W, k == K - 1 ? n : W) - s[k];  // 0 past n
         d[k] = d[k] + e;
         q[k] = fma(e, e, q[k]);
       }
@@ -224,7 +202,7 @@ template <class T> struct Kern {
       storeu(qs + k * W, q[k]);
     }
     const double inv_cnt = 1.0 / static_cast<double>(r1 - r0);
-    for (int64_t c = 0; c < C; ++c) {
+    for (int64_t c = 0; c < C - W + n; ++c) {
       const double dc = static_cast<double>(ds[c]);
       om[c] = static_cast<double>(ms[c]) + dc * inv_cnt;
       oq[c] = std::max(0.0, static_cast<double>(qs[c]) - dc * dc * inv_cnt);
@@ -266,9 +244,9 @@ template <class T> struct Kern {
     by_blocks(
         x, C,
         [&](int64_t c0, auto k) {
-          rows_stats_k<decltype(k)::value>(x + c0, C, r0, r1, um + u * C + c0, uq + u * C + c0);
+          rows_stats_k<decltype(k)::value>(x + c0, C, W, r0, r1, um + u * C + c0, uq + u * C + c0);
         },
-        [&](int64_t c0, int64_t n) { rows_stats_n(x + c0, C, n, r0, r1, um + u * C + c0, uq + u * C + c0); });
+        [&](int64_t c0, int64_t n) { rows_stats_k<1>(x + c0, C, n, r0, r1, um + u * C + c0, uq + u * C + c0); });
   }
 
   // ---- backward sums: s1 = sum(dy), s2 = sum(dy * (x - m) * r) per unit (width() values)
