@@ -68,6 +68,15 @@ def test_channels_last_group_norm_in_several_cache_batches(isa, rng):
     check_instance_norm(rng, shape, np.float64, -1)
 
 
+def test_channels_last_streamed_past_the_cache(isa, rng):
+    # 4.7M float32 values with 64 channels: every elementwise pass writes past the last-level
+    # cache (non-temporal stores), and rows of 64 channels take the flat pass that keeps the
+    # coefficients of its 4 vector phases in registers.
+    shape = (72, 64, 32, 32)
+    check_batch_norm(rng, shape, F32, -1)
+    check_group_norm(rng, shape, 32, F32, -1)
+
+
 @pytest.mark.parametrize("ca", LAYOUTS, ids=LAYOUT_IDS)
 def test_weight_or_bias_alone(isa, rng, ca):
     x = chan_randn(rng, (3, 4, 5, 6), F32, ca)

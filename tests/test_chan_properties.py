@@ -57,6 +57,21 @@ def test_large_mean_channels_keep_precision(isa, rng, ca):
 
 
 @pytest.mark.parametrize("ca", LAYOUTS, ids=LAYOUT_IDS)
+@pytest.mark.parametrize("outlier", [0.0, 30.0, 3000.0])
+def test_outlier_rows_keep_variance_precise(isa, rng, ca, outlier):
+    # Large means plus an outlier in every 32nd (n, h, w) row (in channels-last, where the
+    # statistics take shifted sums over chunks of rows, those rows start the chunks: the worst
+    # shift). The variance must stay as precise as float32 allows, far tighter than the usual
+    # tolerance.
+    x = 1e4 + rng.standard_normal((16, 32, 32, 12))
+    x.reshape(-1, 12)[::32] += outlier
+    x = to_layout(np.moveaxis(x, -1, 1).astype(np.float32), ca)
+    for name, ((_, mean, rstd), (_, rmean, rrstd)) in forward_all(x, ca, groups=3).items():
+        assert np.abs(mean - rmean).max() <= 2 * np.spacing(np.float32(1e4 + outlier)), name  # float32 means
+        assert np.abs(rstd / rrstd - 1).max() < 1e-6, name
+
+
+@pytest.mark.parametrize("ca", LAYOUTS, ids=LAYOUT_IDS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_constant_channels_equal_bias(isa, rng, dtype, ca):
     consts = np.array([3.25, 3.25, -1.5, -1.5]).reshape(1, 4, 1, 1)  # constant per channel and per group

@@ -5,10 +5,11 @@
 //   ncs: each (n, c) span of S contiguous values is cut into units of at most kSpan values.
 //   nsc: the rows (one row = the C channels of one (n, s)) are cut into units of RS rows; with
 //        per-sample results the units never cross a sample.
-// Statistics: a unit takes a two-pass mean/M2 over itself (it stays in L1/L2 between the
-// passes), and units are merged with Chan's formula in double, in unit order. So x is read
-// from memory once for the statistics, results do not depend on the thread count (nor on how
-// units are handed to threads), and channels with a large mean keep their precision.
+// Statistics: a unit takes its mean/M2 in one read (ncs: two passes over a span that stays in
+// L1/L2; nsc: chunked shifted sums merged with Chan's formula, rows_stats_k), and units are
+// merged with Chan's formula in double, in unit order. So x is read from memory once for the
+// statistics, results do not depend on the thread count (nor on how units are handed to
+// threads), and channels with a large mean keep their precision.
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -173,39 +174,52 @@ template <class T> struct Kern {
     *m2 = std::max(0.0, s2 - s1 * s1 / static_cast<double>(L));
   }
 
-  // Per-channel two-pass mean/M2 over rows [r0, r1) of the (K - 1) * W + n channels at x (rows
-  // `stride` apart, K <= 8, 0 < n <= W: the last vector may be partial, its lanes past n zero),
-  // the accumulators in registers. Channels are independent lanes: a channel's result does not
-  // depend on the block or lane it is computed in.
+  static constexpr int64_t kChunkRows = 32;  // rows per shifted-sum chunk of the nsc statistics
+
+  // Per-channel mean/M2 over rows [r0, r1) of the (K - 1) * W + n channels at x (rows `stride`
+  // apart, K <= 8, 0 < n <= W: the last vector may be partial, its lanes past n zero), in one
+  // pass: chunks of kChunkRows rows take sums of x - shift, in registers, and are merged in order
+  // with Chan's formula as offsets from the first row (so large means stay exact). The first
+  // chunk shifts by its first row, which bounds the cancellation in q - d^2 / n by the chunk's
+  // row count (Samuelson's inequality); later chunks shift by the mean so far. Channels are
+  // independent lanes: a channel's result does not depend on the block or lane it is in.
   template <int K>
   static void rows_stats_k(const T* x, int64_t stride, int64_t n, int64_t r0, int64_t r1, double* om, double* oq) {
     constexpr int64_t C = K * W;  // lanes of this block
-    V s[K], d[K], q[K];
-    for (int k = 0; k < K; ++k) s[k] = d[k] = q[k] = set1(A(0));
-    for (int64_t r = r0; r < r1; ++r)
-      for (int k = 0; k < K; ++k) {  // scalar: sum[c] += x[r][c]
-        s[k] = s[k] + load_n(x + r * stride, k * W, k == K - 1 ? n : W);
-        if (stride > C) prefetch(x + r * stride + C, k * W);  // the next block's part of this row
+    A sa[C], ma[C], qa[C];        // first row; merged mean - first row and M2 of the chunks so far
+    for (int64_t rb = r0; rb < r1; rb += kChunkRows) {
+      const int64_t re = std::min(r1, rb + kChunkRows);
+      const bool first = rb == r0;
+      V s[K], d[K], q[K];
+      for (int k = 0; k < K; ++k) {
+        s[k] = first ? load_n(x + rb * stride, k * W, k == K - 1 ? n : W) : loadu(sa + k * W) + loadu(ma + k * W);
+        d[k] = q[k] = set1(A(0));
       }
-    const V inv = set1(A(1) / static_cast<A>(r1 - r0));
-    for (int k = 0; k < K; ++k) s[k] = s[k] * inv;
-    for (int64_t r = r0; r < r1; ++r)
-      for (int k = 0; k < K; ++k) {  // scalar: e = x[r][c] - mean[c]; d[c] += e; q[c] += e * e
-        const V e = load_n(x + r * stride, k * W, k == K - 1 ? n : W) - s[k];  // 0 past n
-        d[k] = d[k] + e;
-        q[k] = fma(e, e, q[k]);
+      for (int64_t r = first ? rb + 1 : rb; r < re; ++r)
+        for (int k = 0; k < K; ++k) {  // scalar: e = x[r][c] - shift[c]; d[c] += e; q[c] += e * e
+          const V e = load_n(x + r * stride, k * W, k == K - 1 ? n : W) - s[k];  // 0 past n
+          d[k] = d[k] + e;
+          q[k] = fma(e, e, q[k]);
+          if (stride > C) prefetch(x + r * stride + C, k * W);  // the next block's part of this row
+        }
+      const A nb = static_cast<A>(re - rb), na = static_cast<A>(rb - r0);
+      const V inv = set1(A(1) / nb), f1 = set1(nb / (na + nb)), f2 = set1(na * nb / (na + nb));
+      for (int k = 0; k < K; ++k) {
+        const V mb = d[k] * inv, qb = q[k] - mb * d[k];  // the chunk's mean - shift and M2
+        if (first) {
+          storeu(sa + k * W, s[k]);
+          storeu(ma + k * W, mb);
+          storeu(qa + k * W, qb);
+        } else {  // scalar: delta = (shift - x[r0] + mb) - ma; ma += delta f1; qa += qb + delta^2 f2
+          const V m = loadu(ma + k * W), delta = (s[k] - loadu(sa + k * W)) + mb - m;
+          storeu(ma + k * W, fma(delta, f1, m));
+          storeu(qa + k * W, loadu(qa + k * W) + fma(delta * delta, f2, qb));
+        }
       }
-    A ms[C], ds[C], qs[C];
-    for (int k = 0; k < K; ++k) {
-      storeu(ms + k * W, s[k]);
-      storeu(ds + k * W, d[k]);
-      storeu(qs + k * W, q[k]);
     }
-    const double inv_cnt = 1.0 / static_cast<double>(r1 - r0);
     for (int64_t c = 0; c < C - W + n; ++c) {
-      const double dc = static_cast<double>(ds[c]);
-      om[c] = static_cast<double>(ms[c]) + dc * inv_cnt;
-      oq[c] = std::max(0.0, static_cast<double>(qs[c]) - dc * dc * inv_cnt);
+      om[c] = static_cast<double>(sa[c]) + static_cast<double>(ma[c]);
+      oq[c] = std::max(0.0, static_cast<double>(qa[c]));
     }
   }
 
@@ -356,6 +370,17 @@ template <class T> struct Kern {
     }
     const int64_t r0 = P.ru.begin(u), r1 = P.ru.end(u), set = (r0 / S) * cf.set_stride;
     const A* e[4] = {cf.p[0] + set, cf.p[1] + set, cf.p[2] + set, cf.p[3] ? cf.p[3] + set : cf.p[2] + set};
+    if (C % W == 0 && C <= 4 * W) {  // a flat run whose C / W coefficient vectors stay in registers
+      auto f = [&](int64_t, auto kc) {
+        constexpr int P = decltype(kc)::value;
+        if (dy)
+          flat_run<P, true>(x + r0 * C, dy + r0 * C, out + r0 * C, (r1 - r0) * C, C, e, streaming, op);
+        else
+          flat_run<P, false>(x + r0 * C, nullptr, out + r0 * C, (r1 - r0) * C, C, e, streaming, op);
+      };
+      with_k<4>(C / W, 0, f);
+      return;
+    }
     const auto run = [&](int64_t off, int64_t L, auto phase_of) {
       const T* xs = x + off;
       const T* ds = dy ? dy + off : nullptr;
@@ -376,6 +401,41 @@ template <class T> struct Kern {
         return phase;
       });
     }
+  }
+
+  // Elementwise pass over a flat run of L = rows * C values, C = P * W channels: past the head
+  // (to the first aligned output vector), vector i of the run has coefficient phase
+  // (head + i * W) % C, one of P, so the P coefficient vectors (from the ext tables) are loaded
+  // once and each vector costs only its loads of x (and dy).
+  template <int P, bool HasDy, class Op>
+  static void flat_run(const T* x, const T* dy, T* out, int64_t L, int64_t C, const A* const (&e)[4], bool streaming,
+                       Op op) {
+    constexpr auto bytes = static_cast<uintptr_t>(W * sizeof(T));
+    const uintptr_t mis = reinterpret_cast<uintptr_t>(out) % bytes;
+    const bool aligned = mis % sizeof(T) == 0;
+    const int64_t h = aligned && mis ? std::min<int64_t>(L, static_cast<int64_t>((bytes - mis) / sizeof(T))) : 0;
+    if (h > 0) {  // head: phase 0
+      const V cv[4] = {loadu(e[0]), loadu(e[1]), loadu(e[2]), loadu(e[3])};
+      store_tail(out, op(load_n(x, 0, h), HasDy ? load_n(dy, 0, h) : cv[0], cv), h);
+    }
+    V cv[P][4];
+    for (int p = 0; p < P; ++p)
+      for (int q = 0; q < 4; ++q) cv[p][q] = loadu(e[q] + (h + p * W) % C);
+    const bool nt = streaming && aligned;
+    int64_t j = h;
+    const auto step = [&](int p, int64_t n) {
+      const V v = op(load_n(x, j, n), HasDy ? load_n(dy, j, n) : cv[p][0], cv[p]);
+      if (n < W)
+        store_tail(out + j, v, n);
+      else if (nt)
+        stream(out + j, v);
+      else
+        storeu(out + j, v);
+      j += n;
+    };
+    for (; j + P * W <= L;)
+      for (int p = 0; p < P; ++p) step(p, W);
+    for (int p = 0; j < L; ++p) step(p, std::min<int64_t>(W, L - j));
   }
 
   // The elementwise ops, as types (not function pointers) so that apply_unit inlines them.
