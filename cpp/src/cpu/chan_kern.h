@@ -381,25 +381,33 @@ template <class T> struct Kern {
       with_k<4>(C / W, 0, f);
       return;
     }
-    const auto run = [&](int64_t off, int64_t L, auto phase_of) {
+    const auto run = [&](int64_t off, int64_t L, auto phase_of, bool align) {
       const T* xs = x + off;
       const T* ds = dy ? dy + off : nullptr;
-      write_row(out + off, L, streaming, [&](int64_t j, int64_t k) {
-        const int64_t p = phase_of(j);
-        const V cv[4] = {loadu(e[0] + p), loadu(e[1] + p), loadu(e[2] + p), loadu(e[3] + p)};
-        return op(load_n(xs, j, k), ds ? load_n(ds, j, k) : cv[0], cv);
-      });
+      write_row(
+          out + off, L, streaming,
+          [&](int64_t j, int64_t k) {
+            const int64_t p = phase_of(j);
+            const V cv[4] = {loadu(e[0] + p), loadu(e[1] + p), loadu(e[2] + p), loadu(e[3] + p)};
+            return op(load_n(xs, j, k), ds ? load_n(ds, j, k) : cv[0], cv);
+          },
+          align);
     };
     if (C >= 8 * W) {  // long rows are written one by one, short ones as one flat run per unit
-      for (int64_t r = r0; r < r1; ++r) run(r * C, C, [](int64_t j) { return j; });
+      // A row's coefficients load from phase 0 up, aligned; unless the stores stream, the
+      // output is not aligned at the cost of misaligning those 3 or 4 coefficient loads.
+      for (int64_t r = r0; r < r1; ++r) run(r * C, C, [](int64_t j) { return j; }, false);
     } else {
       int64_t phase = 0, last = 0;  // phase = j % C, advanced incrementally
-      run(r0 * C, (r1 - r0) * C, [&](int64_t j) {
-        phase += j - last;
-        last = j;
-        while (phase >= C) phase -= C;
-        return phase;
-      });
+      run(
+          r0 * C, (r1 - r0) * C,
+          [&](int64_t j) {
+            phase += j - last;
+            last = j;
+            while (phase >= C) phase -= C;
+            return phase;
+          },
+          true);
     }
   }
 

@@ -52,12 +52,13 @@ template <int64_t W, class F> inline void for_vectors(int64_t N, F&& f) {
 
 // Writes out[j] = f(j, n) for a row: a head up to the first address aligned to a whole vector,
 // aligned vectors (non-temporal when `streaming`), then the tail. Elementwise only.
-template <class T, class F> inline void write_row(T* out, int64_t N, bool streaming, F&& f) {
+template <class T, class F> inline void write_row(T* out, int64_t N, bool streaming, F&& f, bool align = true) {
   using V = VecOf<T>;
   constexpr int64_t W = V::W;
   constexpr auto bytes = static_cast<uintptr_t>(W * sizeof(T));
   const uintptr_t mis = reinterpret_cast<uintptr_t>(out) % bytes;
-  const bool can_align = mis % sizeof(T) == 0 && N >= 8 * W;  // short rows: a head costs more than it saves
+  // short rows: a head costs more than it saves
+  const bool can_align = (align || streaming) && mis % sizeof(T) == 0 && N >= 8 * W;
   int64_t j = can_align && mis ? std::min<int64_t>(N, static_cast<int64_t>((bytes - mis) / sizeof(T))) : 0;
   if (j > 0) store_tail(out, f(0, j), j);
   if (streaming && can_align) {
