@@ -169,13 +169,16 @@ def run_all(x, dy, w, b, rm, rv, ca, groups=3):
     return out
 
 
+def run_all_inputs(rng, nc_shape, dtype, ca):
+    """Random x, dy (shape nc_shape in layout ca), weight, bias and running statistics for run_all."""
+    shape, c = layout(nc_shape, ca), nc_shape[1]
+    return (randn(rng, shape, dtype), randn(rng, shape, dtype), *params(rng, c, dtype), *running_stats(rng, c, dtype))
+
+
 @pytest.mark.parametrize("ca", LAYOUTS, ids=LAYOUT_IDS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_strided_views_match_contiguous(isa, rng, dtype, ca):
-    shape = layout((3, 6, 5, 7), ca)
-    x, dy = randn(rng, shape, dtype), randn(rng, shape, dtype)
-    w, b = params(rng, 6, dtype)
-    rm, rv = running_stats(rng, 6, dtype)
+    x, dy, w, b, rm, rv = run_all_inputs(rng, (3, 6, 5, 7), dtype, ca)
     expected = run_all(x, dy, w, b, rm, rv, ca)
     dys = views(dy, ca)
     for name, xv in views(x, ca).items():
@@ -207,10 +210,7 @@ def test_results_do_not_depend_on_alignment(isa, rng, dtype, ca):
     # C = 48 channels are whole vectors, so channels-last rows all start at the same offset from a
     # vector boundary and the kernels shift their channel blocks to align the loads: every
     # offset must give the same bits.
-    shape = layout((3, 48, 5, 7), ca)
-    x, dy = randn(rng, shape, dtype), randn(rng, shape, dtype)
-    w, b = params(rng, 48, dtype)
-    rm, rv = running_stats(rng, 48, dtype)
+    x, dy, w, b, rm, rv = run_all_inputs(rng, (3, 48, 5, 7), dtype, ca)
     expected = run_all(at_offset(x, 0), at_offset(dy, 0), w, b, rm, rv, ca)
     for k in range(1, 64 // x.itemsize):
         got = run_all(at_offset(x, k), at_offset(dy, k), w, b, rm, rv, ca)

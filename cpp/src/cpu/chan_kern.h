@@ -236,11 +236,8 @@ template <class T> struct Kern {
   // boundary, the whole vectors start at the first boundary (aligned loads; NumPy's large arrays
   // are 16-byte aligned only) and g takes the channels before it and after the last whole one.
   template <int MaxK = 8, class Fn, class Gn> static void by_blocks(const T* x, int64_t C, Fn&& f, Gn&& g) {
-    constexpr auto vb = static_cast<uintptr_t>(W * sizeof(T));
-    const uintptr_t mis = reinterpret_cast<uintptr_t>(x) % vb;
-    const int64_t h = (static_cast<uintptr_t>(C) * sizeof(T)) % vb == 0 && mis % sizeof(T) == 0 && mis
-                          ? std::min<int64_t>(C, static_cast<int64_t>((vb - mis) / sizeof(T)))
-                          : 0;
+    const bool same_offset = (static_cast<uintptr_t>(C) * sizeof(T)) % (W * sizeof(T)) == 0;  // for every row
+    const int64_t h = same_offset ? std::max<int64_t>(0, head_to_vector(x, C)) : 0;
     if (h > 0) g(0, h);
     const int64_t end = h + (C - h) / W * W;
     for (int64_t c0 = h; c0 < end; c0 += MaxK * W) with_k<MaxK>(std::min<int64_t>(MaxK, (end - c0) / W), c0, f);
@@ -317,21 +314,22 @@ template <class T> struct Kern {
         store_n(t2s, c0 + k * W, t2[k], k == K - 1 ? n : W);
       }
     };
-    if (fixed)
+    if (fixed) {
       by_blocks<kSumBlock>(
           x, C, [&](int64_t c0, auto kc) { block(c0, kc, W); },
           [&](int64_t c0, int64_t n) { block(c0, std::integral_constant<int, 1>{}, n); });
-    const bool done = fixed;
-    if (!done) std::memset(buf, 0, static_cast<size_t>(2 * par::padded<A>(C)) * sizeof(A));
-    for (int64_t row = r0; !done && row < r1; ++row) {
-      const A *mm = m + (row / S) * ns, *rr = r + (row / S) * ns;
-      for (int64_t j = 0; j < C; j += W) {  // scalar: s1[c] += dy; s2[c] += dy * (x - m[c]) * r[c]
-        const int64_t n = std::min(W, C - j);
-        const V g = load_n(dy + row * C, j, n);
-        V xh = (load_n(x + row * C, j, n) - load_n(mm, j, n)) * load_n(rr, j, n);  // m, r: C values, unpadded
-        if (n < W) xh = keep_first(xh, n);
-        storeu(t1s + j, loadu(t1s + j) + g);
-        storeu(t2s + j, fma(g, xh, loadu(t2s + j)));
+    } else {  // coefficients change at sample boundaries inside the unit: row by row
+      std::memset(buf, 0, static_cast<size_t>(2 * par::padded<A>(C)) * sizeof(A));
+      for (int64_t row = r0; row < r1; ++row) {
+        const A *mm = m + (row / S) * ns, *rr = r + (row / S) * ns;
+        for (int64_t j = 0; j < C; j += W) {  // scalar: s1[c] += dy; s2[c] += dy * (x - m[c]) * r[c]
+          const int64_t n = std::min(W, C - j);
+          const V g = load_n(dy + row * C, j, n);
+          V xh = (load_n(x + row * C, j, n) - load_n(mm, j, n)) * load_n(rr, j, n);  // m, r: C values, unpadded
+          if (n < W) xh = keep_first(xh, n);
+          storeu(t1s + j, loadu(t1s + j) + g);
+          storeu(t2s + j, fma(g, xh, loadu(t2s + j)));
+        }
       }
     }
     for (int64_t c = 0; c < C; ++c) {
@@ -418,10 +416,7 @@ template <class T> struct Kern {
   template <int P, bool HasDy, class Op>
   static void flat_run(const T* x, const T* dy, T* out, int64_t L, int64_t C, const A* const (&e)[4], bool streaming,
                        Op op) {
-    constexpr auto bytes = static_cast<uintptr_t>(W * sizeof(T));
-    const uintptr_t mis = reinterpret_cast<uintptr_t>(out) % bytes;
-    const bool aligned = mis % sizeof(T) == 0;
-    const int64_t h = aligned && mis ? std::min<int64_t>(L, static_cast<int64_t>((bytes - mis) / sizeof(T))) : 0;
+    const int64_t hv = head_to_vector(out, L), h = std::max<int64_t>(0, hv);
     if (h > 0) {  // head: phase 0
       const V cv[4] = {loadu(e[0]), loadu(e[1]), loadu(e[2]), loadu(e[3])};
       store_tail(out, op(load_n(x, 0, h), HasDy ? load_n(dy, 0, h) : cv[0], cv), h);
@@ -429,7 +424,7 @@ template <class T> struct Kern {
     V cv[P][4];
     for (int p = 0; p < P; ++p)
       for (int q = 0; q < 4; ++q) cv[p][q] = loadu(e[q] + (h + p * W) % C);
-    const bool nt = streaming && aligned;
+    const bool nt = streaming && hv >= 0;
     int64_t j = h;
     const auto step = [&](int p, int64_t n) {
       const V v = op(load_n(x, j, n), HasDy ? load_n(dy, j, n) : cv[p][0], cv[p]);

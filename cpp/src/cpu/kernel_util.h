@@ -50,16 +50,24 @@ template <int64_t W, class F> inline void for_vectors(int64_t N, F&& f) {
   if (j < N) f(j, N - j, 1);
 }
 
+// Elements of p before the first address aligned to a whole vector (at most N), or -1 when p is
+// not even aligned to its element size (then no element of it is vector-aligned).
+template <class T> inline int64_t head_to_vector(const T* p, int64_t N) {
+  constexpr auto bytes = static_cast<uintptr_t>(VecOf<T>::W * sizeof(T));
+  const uintptr_t mis = reinterpret_cast<uintptr_t>(p) % bytes;
+  if (mis % sizeof(T) != 0) return -1;
+  return mis ? std::min<int64_t>(N, static_cast<int64_t>((bytes - mis) / sizeof(T))) : 0;
+}
+
 // Writes out[j] = f(j, n) for a row: a head up to the first address aligned to a whole vector,
-// aligned vectors (non-temporal when `streaming`), then the tail. Elementwise only.
+// aligned vectors (non-temporal when `streaming`), then the tail. Elementwise only. With
+// align = false (and no streaming) the vectors start at out itself, unaligned.
 template <class T, class F> inline void write_row(T* out, int64_t N, bool streaming, F&& f, bool align = true) {
-  using V = VecOf<T>;
-  constexpr int64_t W = V::W;
-  constexpr auto bytes = static_cast<uintptr_t>(W * sizeof(T));
-  const uintptr_t mis = reinterpret_cast<uintptr_t>(out) % bytes;
+  constexpr int64_t W = VecOf<T>::W;
+  const int64_t head = head_to_vector(out, N);
   // short rows: a head costs more than it saves
-  const bool can_align = (align || streaming) && mis % sizeof(T) == 0 && N >= 8 * W;
-  int64_t j = can_align && mis ? std::min<int64_t>(N, static_cast<int64_t>((bytes - mis) / sizeof(T))) : 0;
+  const bool can_align = (align || streaming) && head >= 0 && N >= 8 * W;
+  int64_t j = can_align ? head : 0;
   if (j > 0) store_tail(out, f(0, j), j);
   if (streaming && can_align) {
     for (; j + W <= N; j += W) stream(out + j, f(j, W));
