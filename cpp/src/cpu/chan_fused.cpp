@@ -3,8 +3,10 @@
 // BatchNorm forward/backward run in one parallel region of three phases: (1) each thread
 // reduces its share of the units (chan_kern.h), (2) each thread merges the partials of its
 // share of the channels, in unit order, and writes their coefficients, (3) each thread applies
-// the elementwise pass to the same units it reduced, which are still in its cache when the tensor
-// is small enough. Phases are separated by barriers; no result depends on which thread ran what.
+// the elementwise pass to the same part of the tensor it reduced (for the forward's short ncs
+// spans, grouped across samples in (1), the same share of the spans in sample order), which is
+// still in its cache when the tensor is small enough. Phases are separated by barriers; no result depends on
+// which thread ran what.
 // GroupNorm/InstanceNorm forward (channels-last) runs the same three phases per batch of samples
 // small enough to stay in cache; their backward (NCHW) is fused per (n, g) block instead.
 #include "chan_kern.h"
@@ -39,7 +41,7 @@ template <class T> struct Fused : Kern<T> {
   }
 
   static void bn_fwd(const BatchNormFwdArgs& a) {
-    const Units P = make_units(a.layout, a.N, a.C, a.S, false);
+    const Units P = make_units(a.layout, a.N, a.C, a.S, false, true), Pa = make_units(a.layout, a.N, a.C, a.S, false);
     const int64_t C = a.C, U = P.count(), w = P.width(), E = K::ext_len(C), elems = a.N * C * a.S;
     const double count = static_cast<double>(a.N * a.S);
     const T* x = static_cast<const T*>(a.x);
@@ -86,7 +88,8 @@ template <class T> struct Fused : Kern<T> {
       wrap(tab, E, C, 3, c0, c1);
       sync(T_);
       const Coef4 cf = tables(tab, E, 3);
-      for (int64_t u = u1; u-- > u0;) K::apply_unit(P, u, x, nullptr, y, cf, streaming, typename K::AffineOp{});
+      const int64_t v0 = part(Pa.count(), t, T_), v1 = part(Pa.count(), t + 1, T_);
+      for (int64_t u = v1; u-- > v0;) K::apply_unit(Pa, u, x, nullptr, y, cf, streaming, typename K::AffineOp{});
       if (streaming) stream_fence();
     });
   }

@@ -2,7 +2,9 @@
 // each ISA's translation unit.
 //
 // Work is cut into fixed units whose boundaries depend only on the shape:
-//   ncs: each (n, c) span of S contiguous values is cut into units of at most kSpan values.
+//   ncs: each (n, c) span of S contiguous values is cut into units of at most kSpan values; for
+//        per-channel statistics, short spans of consecutive samples of one channel are grouped
+//        into units of up to kSpan values (fewer, longer units: less per-unit overhead).
 //   nsc: the rows (one row = the C channels of one (n, s)) are cut into units of RS rows; with
 //        per-sample results the units never cross a sample.
 // Statistics: a unit takes its mean/M2 in one read (ncs: two passes over a span that stays in
@@ -23,6 +25,7 @@ namespace nk::cpu::NK_ISA {
 namespace {
 
 constexpr int64_t kSpan = 16384;      // ncs: values per unit
+constexpr int64_t kShortSpan = 512;   // ncs: spans up to this long are grouped across samples
 constexpr int64_t kUnitElems = 32768;  // nsc: values per unit (rows * C) at least (stays in L2)
 constexpr int64_t kMaxRowUnits = 64;  // nsc: units per row group at most
 constexpr int64_t kMergeCost = 16;    // merging a unit's values is this much cheaper than computing them
@@ -54,19 +57,35 @@ inline RowUnits row_units(int64_t N, int64_t S, int64_t C, bool per_sample) {
   return {groups, rows, rows > 0 ? (rows + rpu - 1) / rpu : 0, rpu};
 }
 
+// ncs: unit u covers `count` spans of `len` values, `stride` apart (one channel, consecutive
+// samples from n0), the first at `offset`.
+struct Spans {
+  int64_t offset, count, len, stride, n0, c;
+};
+
 // The units of an (N, C, S) tensor, for results per (n, c) (per_sample) or per c.
 struct Units {
   Layout layout;
   int64_t N, C, S;
   bool per_sample;
   int64_t K;    // ncs: units per (n, c) span
+  int64_t SB;   // ncs: samples per unit (> 1 only when K = 1 and results are per channel)
   RowUnits ru;  // nsc
-  int64_t count() const { return layout == Layout::ncs ? N * C * K : ru.count(); }
+  int64_t blocks() const { return (N + SB - 1) / SB; }  // ncs: sample blocks
+  int64_t count() const { return layout == Layout::ncs ? blocks() * C * K : ru.count(); }
   int64_t width() const { return layout == Layout::ncs ? 1 : C; }  // partial results per unit
   int64_t outputs() const { return per_sample ? N * C : C; }
+  Spans spans(int64_t u) const {  // ncs: u = (block * C + c) * K + k
+    const int64_t k = u % K, c = u / K % C, n0 = u / K / C * SB;
+    return {(n0 * C + c) * S + k * kSpan, std::min(SB, N - n0), std::min(kSpan, S - k * kSpan), C * S, n0, c};
+  }
 };
-inline Units make_units(Layout layout, int64_t N, int64_t C, int64_t S, bool per_sample) {
-  Units p{layout, N, C, S, per_sample, (S + kSpan - 1) / kSpan, {}};
+// group: short ncs spans are grouped across samples (statistics per channel only).
+inline Units make_units(Layout layout, int64_t N, int64_t C, int64_t S, bool per_sample, bool group = false) {
+  const int64_t K = (S + kSpan - 1) / kSpan;
+  group = group && layout == Layout::ncs && !per_sample && S <= kShortSpan;
+  const int64_t SB = group ? std::max<int64_t>(1, std::min(N, kSpan / S)) : 1;
+  Units p{layout, N, C, S, per_sample, K, SB, {}};
   if (layout == Layout::nsc) p.ru = row_units(N, S, C, per_sample);
   return p;
 }
@@ -74,13 +93,14 @@ inline Units make_units(Layout layout, int64_t N, int64_t C, int64_t S, bool per
 // Visits the units that contribute to output o, in the fixed merge order, as
 // f(unit, values before it in the output's reduction, values in it).
 template <class F> inline void for_unit_partials(const Units& P, int64_t o, F&& f) {
-  if (P.layout == Layout::ncs) {
-    const int64_t samples = P.per_sample ? 1 : P.N;
-    for (int64_t s = 0; s < samples; ++s) {
-      const int64_t nc = P.per_sample ? o : s * P.C + o;
-      for (int64_t k = 0; k < P.K; ++k)
-        f(nc * P.K + k, s * P.S + std::min(k * kSpan, P.S), std::min(kSpan, P.S - k * kSpan));
-    }
+  if (P.layout == Layout::ncs) {  // per_sample: o = n * C + c is unit block n's channel c (SB = 1)
+    const int64_t b0 = P.per_sample ? o / P.C : 0, b1 = P.per_sample ? b0 + 1 : P.blocks(), c = o % P.C;
+    for (int64_t b = b0; b < b1; ++b)
+      for (int64_t k = 0; k < P.K; ++k) {
+        const int64_t u = (b * P.C + c) * P.K + k;
+        const Spans sp = P.spans(u);
+        f(u, (b - b0) * P.SB * P.S + std::min(k * kSpan, P.S), sp.count * sp.len);
+      }
     return;
   }
   const int64_t g = P.per_sample ? o / P.C : 0;
@@ -155,24 +175,28 @@ template <class T> struct Kern {
 
   // ---- statistics
 
-  // Two-pass mean and M2 of L contiguous values.
-  static void run_stats(const T* p, int64_t L, double* mean, double* m2) {
+  // Two-pass mean and M2 of `count` runs of L contiguous values, `stride` apart.
+  static void run_stats(const T* p, int64_t count, int64_t stride, int64_t L, double* mean, double* m2) {
     V acc[4] = {set1(A(0)), set1(A(0)), set1(A(0)), set1(A(0))};
-    for_vectors<W>(L, [&](int64_t j, int64_t n, int k) { acc[k] = acc[k] + load_n(p, j, n); });  // scalar: s += x
-    const A m0 = reduce_add((acc[0] + acc[1]) + (acc[2] + acc[3])) / static_cast<A>(L);
+    for (int64_t r = 0; r < count; ++r)  // scalar: s += x
+      for_vectors<W>(L, [&](int64_t j, int64_t n, int k) { acc[k] = acc[k] + load_n(p + r * stride, j, n); });
+    const int64_t total = count * L;
+    const A m0 = reduce_add((acc[0] + acc[1]) + (acc[2] + acc[3])) / static_cast<A>(total);
     const V vm = set1(m0);
     V sd[4] = {set1(A(0)), set1(A(0)), set1(A(0)), set1(A(0))}, sq[4] = {sd[0], sd[0], sd[0], sd[0]};
-    for_vectors<W>(L, [&](int64_t j, int64_t n, int k) {
-      V d = load_n(p, j, n) - vm;  // scalar: d = x - m0; sd += d; sq += d * d
-      if (n < W) d = keep_first(d, n);
-      sd[k] = sd[k] + d;
-      sq[k] = fma(d, d, sq[k]);
-    });
+    for (int64_t r = 0; r < count; ++r)
+      for_vectors<W>(L, [&](int64_t j, int64_t n, int k) {
+        V d = load_n(p + r * stride, j, n) - vm;  // scalar: d = x - m0; sd += d; sq += d * d
+        if (n < W) d = keep_first(d, n);
+        sd[k] = sd[k] + d;
+        sq[k] = fma(d, d, sq[k]);
+      });
     const double s1 = reduce_add((sd[0] + sd[1]) + (sd[2] + sd[3]));
     const double s2 = reduce_add((sq[0] + sq[1]) + (sq[2] + sq[3]));
-    *mean = static_cast<double>(m0) + s1 / static_cast<double>(L);
-    *m2 = std::max(0.0, s2 - s1 * s1 / static_cast<double>(L));
+    *mean = static_cast<double>(m0) + s1 / static_cast<double>(total);
+    *m2 = std::max(0.0, s2 - s1 * s1 / static_cast<double>(total));
   }
+  static void run_stats(const T* p, int64_t L, double* mean, double* m2) { run_stats(p, 1, 0, L, mean, m2); }
 
   static constexpr int64_t kChunkRows = 32;  // rows per shifted-sum chunk of the nsc statistics
 
@@ -247,8 +271,8 @@ template <class T> struct Kern {
   // Mean/M2 partials of unit u into um/uq (width() values).
   static void stats_unit(const Units& P, const T* x, int64_t u, double* um, double* uq) {
     if (P.layout == Layout::ncs) {
-      const int64_t nc = u / P.K, k = u % P.K;
-      run_stats(x + nc * P.S + k * kSpan, std::min(kSpan, P.S - k * kSpan), um + u, uq + u);
+      const Spans sp = P.spans(u);
+      run_stats(x + sp.offset, sp.count, sp.stride, sp.len, um + u, uq + u);
       return;
     }
     const int64_t C = P.C, r0 = P.ru.begin(u), r1 = P.ru.end(u);
@@ -284,7 +308,7 @@ template <class T> struct Kern {
     const int64_t C = P.C, S = P.S;
     if (P.layout == Layout::ncs) {
       const int64_t nc = u / P.K, off = nc * S + (u % P.K) * kSpan, L = std::min(kSpan, S - (u % P.K) * kSpan);
-      const int64_t i = (nc / C) * ns + nc % C;
+      const int64_t i = (nc / C) * ns + nc % C;  // one span (part) per unit: P is not grouped
       span_sums(x + off, dy + off, L, m[i], r[i], u1s + u, u2s + u);
       return;
     }
@@ -355,6 +379,7 @@ template <class T> struct Kern {
                          Op op) {
     const int64_t C = P.C, S = P.S;
     if (P.layout == Layout::ncs) {
+      // one span (part) per unit: P is not grouped
       const int64_t nc = u / P.K, off = nc * S + (u % P.K) * kSpan;
       const int64_t L = std::min(kSpan, S - (u % P.K) * kSpan), i = (nc / C) * cf.ns + nc % C;
       V cv[4];

@@ -12,7 +12,7 @@ template <class T> struct Chan : Kern<T> {
   using typename K::Coef4;
 
   static void stats(const ChanStatsArgs& a) {
-    const Units P = make_units(a.layout, a.N, a.C, a.S, a.per_sample);
+    const Units P = make_units(a.layout, a.N, a.C, a.S, a.per_sample, true);
     const int64_t U = P.count(), w = P.width(), nt = kernel_threads();
     const T* x = static_cast<const T*>(a.x);
     double* um = par::scratch<double>(0, 2 * U * w);
