@@ -52,8 +52,9 @@ def test_instance_norm_values(isa, rng, dtype, ca):
 
 @pytest.mark.parametrize("ca", LAYOUTS, ids=LAYOUT_IDS)
 def test_large_case(isa, rng, ca):
-    # many chunks per statistic (merged partial statistics), and a wide C for the channels-last kernels
-    for nc_shape in [(8, 16, 40, 40), (3, 300, 9, 11)]:
+    # many chunks per statistic (merged partial statistics), a wide C for the channels-last
+    # kernels, and short NCHW spans grouped across samples (blocks of 83 and 17 samples)
+    for nc_shape in [(8, 16, 40, 40), (3, 300, 9, 11), (100, 4, 14, 14)]:
         check_batch_norm(rng, nc_shape, F32, ca)
         check_group_norm(rng, nc_shape, 4, F32, ca)
         check_instance_norm(rng, nc_shape, F32, ca)

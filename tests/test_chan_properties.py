@@ -71,6 +71,20 @@ def test_outlier_rows_keep_variance_precise(isa, rng, ca, outlier):
         assert np.abs(rstd / rrstd - 1).max() < 1e-6, name
 
 
+@pytest.mark.parametrize("outlier", [0.0, 30.0, 3000.0])
+def test_grouped_short_spans_keep_variance_precise(isa, rng, outlier):
+    # NCHW spans of 14 x 14 = 196 values: BatchNorm's statistics group 83 samples of a channel
+    # per unit (blocks of 83 and 17 here). Large means plus an outlier at the start of every span
+    # (the first value of each unit's runs); rstd as precise as float32 allows.
+    x = 1e4 + rng.standard_normal((100, 5, 14, 14))
+    x[:, :, 0, 0] += outlier
+    x = x.astype(np.float32)
+    _, mean, rstd = nk.batch_norm_forward(x, training=True)
+    _, rmean, rrstd = ref.batch_norm_train(x, None, None, channel_axis=1)
+    assert np.abs(mean - rmean).max() <= 2 * np.spacing(np.float32(1e4 + outlier))
+    assert np.abs(rstd / rrstd - 1).max() < 1e-6
+
+
 @pytest.mark.parametrize("ca", LAYOUTS, ids=LAYOUT_IDS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_constant_channels_equal_bias(isa, rng, dtype, ca):
@@ -340,8 +354,9 @@ def test_inputs_unmodified(isa, rng, dtype, ca):
 
 
 # (shape in NCHW order, groups): short channels-last rows, long rows (1000 channels) that are
-# not whole vectors, and an odd 4-d shape with few samples.
-THREAD_SHAPES = [((8, 16, 40, 40), 4), ((200, 1000, 2), 4), ((3, 130, 37, 11), 2)]
+# not whole vectors, an odd 4-d shape with few samples, and NCHW spans of 169 values whose
+# per-channel statistics group 96 samples per unit (two unequal sample blocks).
+THREAD_SHAPES = [((8, 16, 40, 40), 4), ((200, 1000, 2), 4), ((3, 130, 37, 11), 2), ((100, 6, 13, 13), 2)]
 
 
 @pytest.mark.parametrize("case", THREAD_SHAPES, ids=lambda c: "x".join(map(str, c[0])))
