@@ -5,8 +5,8 @@
 // share of the channels, in unit order, and writes their coefficients, (3) each thread applies
 // the elementwise pass to the same part of the tensor it reduced (for the forward's short ncs
 // spans, grouped across samples in (1), the same share of the spans in sample order), which is
-// still in its cache when the tensor is small enough. Phases are separated by barriers; no result depends on
-// which thread ran what.
+// still in its cache when the tensor is small enough. Phases are separated by barriers; no
+// result depends on which thread ran what.
 // GroupNorm/InstanceNorm forward (channels-last) runs the same three phases per batch of samples
 // small enough to stay in cache; their backward (NCHW) is fused per (n, g) block instead.
 #include "chan_kern.h"

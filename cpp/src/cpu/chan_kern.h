@@ -58,9 +58,9 @@ inline RowUnits row_units(int64_t N, int64_t S, int64_t C, bool per_sample) {
 }
 
 // ncs: unit u covers `count` spans of `len` values, `stride` apart (one channel, consecutive
-// samples from n0), the first at `offset`.
+// samples), the first at `offset`.
 struct Spans {
-  int64_t offset, count, len, stride, n0, c;
+  int64_t offset, count, len, stride;
 };
 
 // The units of an (N, C, S) tensor, for results per (n, c) (per_sample) or per c.
@@ -77,13 +77,13 @@ struct Units {
   int64_t outputs() const { return per_sample ? N * C : C; }
   Spans spans(int64_t u) const {  // ncs: u = (block * C + c) * K + k
     const int64_t k = u % K, c = u / K % C, n0 = u / K / C * SB;
-    return {(n0 * C + c) * S + k * kSpan, std::min(SB, N - n0), std::min(kSpan, S - k * kSpan), C * S, n0, c};
+    return {(n0 * C + c) * S + k * kSpan, std::min(SB, N - n0), std::min(kSpan, S - k * kSpan), C * S};
   }
 };
 // group: short ncs spans are grouped across samples (statistics per channel only).
 inline Units make_units(Layout layout, int64_t N, int64_t C, int64_t S, bool per_sample, bool group = false) {
   const int64_t K = (S + kSpan - 1) / kSpan;
-  group = group && layout == Layout::ncs && !per_sample && S <= kShortSpan;
+  group = group && layout == Layout::ncs && !per_sample && S > 0 && S <= kShortSpan;
   const int64_t SB = group ? std::max<int64_t>(1, std::min(N, kSpan / S)) : 1;
   Units p{layout, N, C, S, per_sample, K, SB, {}};
   if (layout == Layout::nsc) p.ru = row_units(N, S, C, per_sample);
