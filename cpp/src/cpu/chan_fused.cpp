@@ -79,12 +79,12 @@ template <class T> struct Fused : Kern<T> {
           rstd[c] = 1.0 / std::sqrt(static_cast<double>(rv[c]) + a.eps);
         }
       }
-      for (int64_t c = c0; c < c1; ++c) {  // tables m, a, b
-        static_cast<A*>(a.save_mean)[c] = tab[c] = static_cast<A>(mean[c]);
-        static_cast<A*>(a.save_rstd)[c] = static_cast<A>(rstd[c]);
-        tab[E + c] = static_cast<A>(rstd[c] * (wt ? static_cast<double>(wt[c]) : 1.0));
-        tab[2 * E + c] = bs ? bs[c] : A(0);
-      }
+      // tables m, a, b and the saved statistics (one output per loop: they vectorize)
+      for (int64_t c = c0; c < c1; ++c) tab[c] = static_cast<A>(mean[c]);
+      for (int64_t c = c0; c < c1; ++c) tab[E + c] = static_cast<A>(rstd[c] * (wt ? static_cast<double>(wt[c]) : 1.0));
+      for (int64_t c = c0; c < c1; ++c) tab[2 * E + c] = bs ? bs[c] : A(0);
+      std::copy(tab + c0, tab + c1, static_cast<A*>(a.save_mean) + c0);
+      for (int64_t c = c0; c < c1; ++c) static_cast<A*>(a.save_rstd)[c] = static_cast<A>(rstd[c]);
       wrap(tab, E, C, 3, c0, c1);
       sync(T_);
       const Coef4 cf = tables(tab, E, 3);

@@ -211,39 +211,56 @@ template <class T> struct Kern {
   static void rows_stats_k(const T* x, int64_t stride, int64_t n, int64_t r0, int64_t r1, double* om, double* oq) {
     constexpr int64_t C = K * W;  // lanes of this block
     A sa[C], ma[C], qa[C];        // first row; merged mean - first row and M2 of the chunks so far
+    for (int k = 0; k < K; ++k) {
+      storeu(sa + k * W, load_n(x + r0 * stride, k * W, k == K - 1 ? n : W));
+      storeu(ma + k * W, set1(A(0)));
+      storeu(qa + k * W, set1(A(0)));
+    }
     for (int64_t rb = r0; rb < r1; rb += kChunkRows) {
       const int64_t re = std::min(r1, rb + kChunkRows);
-      const bool first = rb == r0;
       V s[K], d[K], q[K];
       for (int k = 0; k < K; ++k) {
-        s[k] = first ? load_n(x + rb * stride, k * W, k == K - 1 ? n : W) : loadu(sa + k * W) + loadu(ma + k * W);
+        s[k] = loadu(sa + k * W) + loadu(ma + k * W);  // the first chunk: the first row (ma = 0)
         d[k] = q[k] = set1(A(0));
       }
-      for (int64_t r = first ? rb + 1 : rb; r < re; ++r)
+      for (int64_t r = rb == r0 ? rb + 1 : rb; r < re; ++r)  // (the first row adds zeros)
         for (int k = 0; k < K; ++k) {  // scalar: e = x[r][c] - shift[c]; d[c] += e; q[c] += e * e
           const V e = load_n(x + r * stride, k * W, k == K - 1 ? n : W) - s[k];  // 0 past n
           d[k] = d[k] + e;
           q[k] = fma(e, e, q[k]);
           if (stride > C) prefetch(x + r * stride + C, k * W);  // the next block's part of this row
         }
+      // Chan's merge with the chunks so far (the first chunk: f1 = 1, f2 = 0, so ma = mb, qa = qb)
       const A nb = static_cast<A>(re - rb), na = static_cast<A>(rb - r0);
       const V inv = set1(A(1) / nb), f1 = set1(nb / (na + nb)), f2 = set1(na * nb / (na + nb));
       for (int k = 0; k < K; ++k) {
         const V mb = d[k] * inv, qb = q[k] - mb * d[k];  // the chunk's mean - shift and M2
-        if (first) {
-          storeu(sa + k * W, s[k]);
-          storeu(ma + k * W, mb);
-          storeu(qa + k * W, qb);
-        } else {  // scalar: delta = (shift - x[r0] + mb) - ma; ma += delta f1; qa += qb + delta^2 f2
-          const V m = loadu(ma + k * W), delta = (s[k] - loadu(sa + k * W)) + mb - m;
-          storeu(ma + k * W, fma(delta, f1, m));
-          storeu(qa + k * W, loadu(qa + k * W) + fma(delta * delta, f2, qb));
-        }
+        // scalar: delta = (shift - x[r0] + mb) - ma; ma += delta f1; qa += qb + delta^2 f2
+        const V s0 = loadu(sa + k * W), m_prev = loadu(ma + k * W), delta = (s[k] - s0) + mb - m_prev;
+        const V m = fma(delta, f1, m_prev), qm = loadu(qa + k * W) + (na > 0 ? fma(delta * delta, f2, qb) : qb);
+        storeu(ma + k * W, m);
+        storeu(qa + k * W, qm);
+        if (re == r1) store_stats(s0, m, qm, om + k * W, oq + k * W, k == K - 1 ? n : W);
       }
     }
-    for (int64_t c = 0; c < C - W + n; ++c) {
-      om[c] = static_cast<double>(sa[c]) + static_cast<double>(ma[c]);
-      oq[c] = std::max(0.0, static_cast<double>(qa[c]));
+  }
+
+  // The first n lanes of om = s + m (added in double) and oq = max(q, 0) (NaN -> 0).
+  static void store_stats(V s, V m, V q, double* om, double* oq, int64_t n) {
+    const VD zero = set1(0.0);
+    if constexpr (std::is_same_v<A, double>) {
+      store_n(om, 0, s + m, n);
+      store_n(oq, 0, max(q, zero), n);
+    } else {  // each float vector as two double vectors
+      constexpr int64_t H = W / 2;
+      VD sw[2], mw[2], qw[2];
+      widen(s, sw[0], sw[1]);
+      widen(m, mw[0], mw[1]);
+      widen(q, qw[0], qw[1]);
+      for (int h = 0; h < 2 && h * H < n; ++h) {
+        store_n(om, h * H, sw[h] + mw[h], std::min(H, n - h * H));
+        store_n(oq, h * H, max(qw[h], zero), std::min(H, n - h * H));
+      }
     }
   }
 
