@@ -26,7 +26,7 @@ namespace {
 
 constexpr int64_t kSpan = 16384;      // ncs: values per unit
 constexpr int64_t kShortSpan = 512;   // ncs: spans up to this long are grouped across samples
-constexpr int64_t kUnitElems = 32768;  // nsc: values per unit (rows * C) at least (stays in L2)
+constexpr int64_t kUnitElems = 65536;  // nsc: values per unit (rows * C) at least (stays in L2)
 constexpr int64_t kMaxRowUnits = 64;  // nsc: units per row group at most
 constexpr int64_t kMergeCost = 16;    // merging a unit's values is this much cheaper than computing them
 
