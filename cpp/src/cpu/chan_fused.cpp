@@ -118,12 +118,17 @@ template <class T> struct Fused : Kern<T> {
       const int64_t c0 = part(C, t, T_), c1 = part(C, t + 1, T_);
       merge_sums(P, c0, c1, u1s, u2s, a.dbias, a.dweight);
       const bool batch = a.training && count > 0;  // dx = w r (dy - mean(dy) - xhat mean(dy xhat))
-      for (int64_t c = c0; c < c1; ++c) {  // tables m, k1, k2, k3
-        const double r = static_cast<double>(rstd[c]), wr = (wt ? static_cast<double>(wt[c]) : 1.0) * r;
-        tab[c] = mean[c];
-        tab[E + c] = static_cast<A>(wr);
-        tab[2 * E + c] = static_cast<A>(batch ? -wr * r * a.dweight[c] / count : 0.0);
-        tab[3 * E + c] = static_cast<A>(batch ? -wr * a.dbias[c] / count : 0.0);
+      // tables m, k1 = w r, k2, k3 (one table per loop: they vectorize)
+      const auto wr = [&](int64_t c) { return (wt ? static_cast<double>(wt[c]) : 1.0) * static_cast<double>(rstd[c]); };
+      std::copy(mean + c0, mean + c1, tab + c0);
+      for (int64_t c = c0; c < c1; ++c) tab[E + c] = static_cast<A>(wr(c));
+      if (batch) {
+        for (int64_t c = c0; c < c1; ++c)
+          tab[2 * E + c] = static_cast<A>(-wr(c) * static_cast<double>(rstd[c]) * a.dweight[c] / count);
+        for (int64_t c = c0; c < c1; ++c) tab[3 * E + c] = static_cast<A>(-wr(c) * a.dbias[c] / count);
+      } else {
+        std::fill(tab + 2 * E + c0, tab + 2 * E + c1, A(0));
+        std::fill(tab + 3 * E + c0, tab + 3 * E + c1, A(0));
       }
       wrap(tab, E, C, 4, c0, c1);
       sync(T_);

@@ -138,11 +138,10 @@ inline void merge_sums(const Units& P, int64_t o0, int64_t o1, const double* u1,
       const int64_t g = o / P.C, c0 = o % P.C, c1 = std::min(o1 - g * P.C, P.C), n = c1 - c0;
       std::fill(s1 + o, s1 + o + n, 0.0);
       std::fill(s2 + o, s2 + o + n, 0.0);
-      for (int64_t u = g * P.ru.per_group; u < (g + 1) * P.ru.per_group; ++u)
-        for (int64_t c = 0; c < n; ++c) {
-          s1[o + c] += u1[u * P.C + c0 + c];
-          s2[o + c] += u2[u * P.C + c0 + c];
-        }
+      for (int64_t u = g * P.ru.per_group; u < (g + 1) * P.ru.per_group; ++u) {  // one output per loop: vectorizes
+        for (int64_t c = 0; c < n; ++c) s1[o + c] += u1[u * P.C + c0 + c];
+        for (int64_t c = 0; c < n; ++c) s2[o + c] += u2[u * P.C + c0 + c];
+      }
       o = g * P.C + c1;
     }
     return;
@@ -373,10 +372,8 @@ template <class T> struct Kern {
         }
       }
     }
-    for (int64_t c = 0; c < C; ++c) {
-      u1s[u * C + c] = t1s[c];
-      u2s[u * C + c] = t2s[c];
-    }
+    std::copy(t1s, t1s + C, u1s + u * C);  // (widened to double)
+    std::copy(t2s, t2s + C, u2s + u * C);
   }
 
   // ---- elementwise passes: out = op(x, dy, coefficients of (n, c)), both layouts
