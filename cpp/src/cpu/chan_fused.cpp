@@ -160,28 +160,40 @@ template <class T> struct Fused : Kern<T> {
         const Units P = make_units(Layout::nsc, n1 - n0, C, S, true);
         for (int64_t u = part(U, t, T_); u < part(U, t + 1, T_); ++u) K::stats_unit(P, x + off, u, um, uq);
         sync(T_);
-        const int64_t ng = (n1 - n0) * G;
-        for (int64_t k = part(ng, t, T_); k < part(ng, t + 1, T_); ++k) {
-          const int64_t n = k / G, c0 = n * C + (k % G) * Cg, kk = n0 * G + k;
-          merge_stats(P, c0, c0 + Cg, um, uq, im, iq);
-          double cnt = 0, m = 0, q = 0;
-          for (int64_t o = c0; o < c0 + Cg; ++o) {  // Chan merges over the group's channels, in order
-            const double nbv = static_cast<double>(S), d = im[o] - m, tot = cnt + nbv;
-            m += d * (nbv / tot);
-            q += iq[o] + d * d * (cnt * nbv / tot);
-            cnt = tot;
+        const int64_t ng = (n1 - n0) * G, k1 = part(ng, t + 1, T_);
+        for (int64_t k = part(ng, t, T_); k < k1;) {  // groups [ga, gb) of sample n at a time
+          const int64_t n = k / G, ga = k % G, gb = std::min(G, ga + (k1 - k)), ca = ga * Cg, cb = gb * Cg;
+          merge_stats(P, n * C + ca, n * C + cb, um, uq, im, iq);
+          double* gmean = a.mean + (n0 + n) * G;
+          double* gm2 = a.m2 + (n0 + n) * G;
+          double* grstd = a.rstd + (n0 + n) * G;
+          for (int64_t g = ga; g < gb; ++g) {
+            double cnt = 0, m = 0, q = 0;
+            for (int64_t o = n * C + g * Cg; o < n * C + (g + 1) * Cg; ++o) {  // Chan merges over the channels, in order
+              const double nbv = static_cast<double>(S), d = im[o] - m, tot = cnt + nbv;
+              m += d * (nbv / tot);
+              q += iq[o] + d * d * (cnt * nbv / tot);
+              cnt = tot;
+            }
+            gmean[g] = m;
+            gm2[g] = q;
           }
-          const double rstd = 1.0 / std::sqrt(q / cnt + a.eps);
-          a.mean[kk] = m;
-          a.m2[kk] = q;
-          a.rstd[kk] = rstd;
+          const double count = static_cast<double>(Cg * S);
+          for (int64_t g = ga; g < gb; ++g) grstd[g] = 1.0 / std::sqrt(gm2[g] / count + a.eps);  // vectorizes
           A* tn = tab + n * 3 * E;  // this sample's tables m, a, b
-          for (int64_t c = c0 - n * C; c < c0 - n * C + Cg; ++c) {
-            tn[c] = static_cast<A>(m);
-            tn[E + c] = static_cast<A>(rstd * (wt ? static_cast<double>(wt[c]) : 1.0));
-            tn[2 * E + c] = bs ? bs[c] : A(0);
+          if (Cg == 1) {  // one output per loop: they vectorize
+            for (int64_t c = ca; c < cb; ++c) tn[c] = static_cast<A>(gmean[c]);
+            for (int64_t c = ca; c < cb; ++c) tn[E + c] = static_cast<A>(grstd[c] * (wt ? static_cast<double>(wt[c]) : 1.0));
+          } else {
+            for (int64_t c = ca; c < cb; ++c) {
+              tn[c] = static_cast<A>(gmean[c / Cg]);
+              tn[E + c] = static_cast<A>(grstd[c / Cg] * (wt ? static_cast<double>(wt[c]) : 1.0));
+            }
           }
-          wrap(tn, E, C, 3, c0 - n * C, c0 - n * C + Cg);
+          if (bs) std::copy(bs + ca, bs + cb, tn + 2 * E + ca);
+          else std::fill(tn + 2 * E + ca, tn + 2 * E + cb, A(0));
+          wrap(tn, E, C, 3, ca, cb);
+          k += gb - ga;
         }
         sync(T_);
         const Coef4 cf{{tab, tab + E, tab + 2 * E, nullptr}, 0, 3 * E};
@@ -227,27 +239,31 @@ template <class T> struct Fused : Kern<T> {
         for (int64_t u = part(U, t, T_); u < part(U, t + 1, T_); ++u)
           K::grad_sums_unit(P, x + off, dy + off, mr + n0 * C, mr + N * C + K::W + n0 * C, C, u, buf, u1s, u2s);
         sync(T_);
-        const int64_t ng = (n1 - n0) * G;
-        for (int64_t k = part(ng, t, T_); k < part(ng, t + 1, T_); ++k) {
-          const int64_t n = k / G, c0 = (k % G) * Cg, o = (n0 + n) * C + c0;
-          merge_sums(P, n * C + c0, n * C + c0 + Cg, u1s, u2s, a.sdy + n0 * C, a.sdyx + n0 * C);
-          double sg = 0, sgx = 0;
-          for (int64_t c = 0; c < Cg; ++c) {
-            const double wc = wt ? static_cast<double>(wt[c0 + c]) : 1.0;
-            sg += wc * a.sdy[o + c];
-            sgx += wc * a.sdyx[o + c];
-          }
-          const double r = static_cast<double>(gr[n0 * G + k]);
-          const bool stats = !a.affine_only && Kd > 0;
+        const int64_t ng = (n1 - n0) * G, k1 = part(ng, t + 1, T_);
+        const bool stats = !a.affine_only && Kd > 0;
+        for (int64_t k = part(ng, t, T_); k < k1;) {  // groups [ga, gb) of sample n at a time
+          const int64_t n = k / G, ga = k % G, gb = std::min(G, ga + (k1 - k)), ca = ga * Cg, cb = gb * Cg;
+          merge_sums(P, n * C + ca, n * C + cb, u1s, u2s, a.sdy + n0 * C, a.sdyx + n0 * C);
           A* tn = tab + n * 4 * E;  // this sample's tables m, k1, k2, k3
-          const A k2 = static_cast<A>(stats ? -r * r * sgx / Kd : 0.0), k3 = static_cast<A>(stats ? -r * sg / Kd : 0.0);
-          for (int64_t c = c0; c < c0 + Cg; ++c) {  // dx = r (w dy - mean(g) - xhat mean(g xhat))
-            tn[c] = gm[n0 * G + k];
-            tn[E + c] = static_cast<A>(r * (wt ? static_cast<double>(wt[c]) : 1.0));
-            tn[2 * E + c] = k2;
-            tn[3 * E + c] = k3;
+          for (int64_t g = ga; g < gb; ++g) {
+            const int64_t c0 = g * Cg, o = (n0 + n) * C + c0;
+            double sg = 0, sgx = 0;
+            for (int64_t c = 0; c < Cg; ++c) {
+              const double wc = wt ? static_cast<double>(wt[c0 + c]) : 1.0;
+              sg += wc * a.sdy[o + c];
+              sgx += wc * a.sdyx[o + c];
+            }
+            const double r = static_cast<double>(gr[(n0 + n) * G + g]);
+            const A k2 = static_cast<A>(stats ? -r * r * sgx / Kd : 0.0), k3 = static_cast<A>(stats ? -r * sg / Kd : 0.0);
+            for (int64_t c = c0; c < c0 + Cg; ++c) {  // dx = r (w dy - mean(g) - xhat mean(g xhat))
+              tn[c] = gm[(n0 + n) * G + g];
+              tn[E + c] = static_cast<A>(r * (wt ? static_cast<double>(wt[c]) : 1.0));
+              tn[2 * E + c] = k2;
+              tn[3 * E + c] = k3;
+            }
           }
-          wrap(tn, E, C, 4, c0, c0 + Cg);
+          wrap(tn, E, C, 4, ca, cb);
+          k += gb - ga;
         }
         sync(T_);
         const Coef4 cf{{tab, tab + E, tab + 2 * E, tab + 3 * E}, 0, 4 * E};
