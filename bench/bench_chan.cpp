@@ -44,7 +44,7 @@ struct ChanData {
   explicit ChanData(ChanShape shape)
       : s(shape), x(s.elems()), dy(s.elems()), y(s.elems()), m(s.N * s.C), a(s.N * s.C), b(s.N * s.C),
         k3(s.N * s.C), k1(s.N * s.C), w(s.C), mean(s.N * s.C), m2(s.N * s.C), sdy(s.N * s.C), sdyx(s.N * s.C),
-        gm(s.N * kGroups), gq(s.N * kGroups), gr(s.N * kGroups) {
+        gm(s.N * s.C), gq(s.N * s.C), gr(s.N * s.C) {  // per (n, g): G <= C
     fill_uniform(x, -2.0f, 2.0f, 1);
     fill_uniform(dy, -1.0f, 1.0f, 2);
     fill_uniform(m, -0.1f, 0.1f, 3);
@@ -60,14 +60,16 @@ enum class Kernel { stats, affine, grad_sums, grad_apply, group_fwd, bn_train, b
 struct Op {
   const char* name;
   Kernel kernel;
-  int tensors;  // tensors of N*C*S elements read or written
+  int tensors;            // tensors of N*C*S elements read or written
+  bool instance = false;  // group kernels with one group per channel (InstanceNorm)
 };
 constexpr Op kOps[] = {
     {"chan_stats", Kernel::stats, 1},         {"chan_affine", Kernel::affine, 2},
     {"chan_grad_sums", Kernel::grad_sums, 2}, {"chan_grad_apply", Kernel::grad_apply, 3},
     {"group_norm_fwd", Kernel::group_fwd, 2},     {"batch_norm_fwd_train", Kernel::bn_train, 2},
     {"batch_norm_fwd_eval", Kernel::bn_eval, 2},  {"batch_norm_bwd", Kernel::bn_bwd, 3},
-    {"group_norm_bwd", Kernel::group_bwd, 3},
+    {"group_norm_bwd", Kernel::group_bwd, 3},     {"instance_norm_fwd", Kernel::group_fwd, 2, true},
+    {"instance_norm_bwd", Kernel::group_bwd, 3, true},
 };
 const ChanShape kShapes[] = {
     {32, 64, 56 * 56, Layout::ncs}, {32, 64, 56 * 56, Layout::nsc}, {8, 256, 14 * 14, Layout::ncs},
@@ -79,6 +81,7 @@ void run_op(benchmark::State& state, Op op, ChanShape s, const std::string& isa,
   if (!configure(state, isa, threads)) return;
   ChanData<T>& d = cached<ChanData<T>>(std::string("chan/") + TypeInfo<T>::name + "/" + s.name(), s);
   const DType dt = TypeInfo<T>::dtype;
+  const int64_t G = op.instance ? s.C : kGroups;
   switch (op.kernel) {
     case Kernel::stats: {  // BatchNorm: per channel over (n, s)
       const ChanStatsArgs a{dt, s.layout, s.N, s.C, s.S, d.x.data(), false, d.mean.data(), d.m2.data()};
@@ -109,7 +112,7 @@ void run_op(benchmark::State& state, Op op, ChanShape s, const std::string& isa,
       break;
     }
     case Kernel::group_fwd: {
-      const GroupFwdArgs a{dt,         s.N,          s.C,         s.S,         kGroups, d.x.data(), d.y.data(),
+      const GroupFwdArgs a{dt,         s.N,          s.C,         s.S,         G,       d.x.data(), d.y.data(),
                            d.w.data(), d.b.data(),   1e-5,        d.gm.data(), d.gq.data(), d.gr.data()};
       for (auto _ : state) {
         if (s.layout == Layout::ncs) group_norm_fwd_ncs(a);
@@ -141,7 +144,7 @@ void run_op(benchmark::State& state, Op op, ChanShape s, const std::string& isa,
       break;
     }
     case Kernel::group_bwd: {
-      const GroupBwdArgs a{dt,          s.N,        s.C,        s.S,        kGroups,      d.x.data(),    d.dy.data(),
+      const GroupBwdArgs a{dt,          s.N,        s.C,        s.S,        G,            d.x.data(),    d.dy.data(),
                            d.y.data(),  d.m.data(), d.a.data(), d.w.data(), false,        d.sdy.data(),  d.sdyx.data(),
                            d.mean.data(), d.m2.data()};
       for (auto _ : state) {

@@ -102,12 +102,18 @@ template <class T> struct Chan : Kern<T> {
     const A* w = static_cast<const A*>(a.weight);
     const A* b = static_cast<const A*>(a.bias);
     const bool streaming = use_streaming(2, a.N * a.C * S, sizeof(T));
+    // Short groups go in batches of up to 16 that stay in L1: their statistics first (independent
+    // reductions that overlap, where one group's latency chain would stall), then their outputs.
+    const int64_t batch = std::clamp<int64_t>(8192 / std::max<int64_t>(L, 1), 1, 16);
     par::parallel_ranges(nt, a.N * G, a.N * a.C * S, [&](int64_t k0, int64_t k1) {
       for (int64_t k = k0; k < k1; ++k) {
+        if ((k - k0) % batch == 0) {
+          const int64_t ke = std::min(k1, k + batch);
+          for (int64_t i = k; i < ke; ++i) block_stats(x + i * L, L, a.mean + i, a.m2 + i);
+          for (int64_t i = k; i < ke; ++i) a.rstd[i] = 1.0 / std::sqrt(a.m2[i] / static_cast<double>(L) + a.eps);
+        }
         const T* xb = x + k * L;
-        block_stats(xb, L, a.mean + k, a.m2 + k);
-        const double rstd = 1.0 / std::sqrt(a.m2[k] / static_cast<double>(L) + a.eps);
-        a.rstd[k] = rstd;
+        const double rstd = a.rstd[k];
         const V vm = set1(static_cast<A>(a.mean[k]));
         for (int64_t cg = 0; cg < Cg; ++cg) {  // scalar: y = (x - mean) * (rstd * w[c]) + b[c]
           const int64_t c = (k % G) * Cg + cg;
