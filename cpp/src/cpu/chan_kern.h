@@ -146,6 +146,15 @@ inline void merge_sums(const Units& P, int64_t o0, int64_t o1, const double* u1,
     }
     return;
   }
+  if (!P.per_sample && P.K == 1 && P.SB == 1) {  // ncs per channel, one unit per span: u = n * C + c
+    std::fill(s1 + o0, s1 + o1, 0.0);
+    std::fill(s2 + o0, s2 + o1, 0.0);
+    for (int64_t n = 0; n < P.N; ++n) {  // in sample order, as below; vectorizes across channels
+      for (int64_t o = o0; o < o1; ++o) s1[o] += u1[n * P.C + o];
+      for (int64_t o = o0; o < o1; ++o) s2[o] += u2[n * P.C + o];
+    }
+    return;
+  }
   for (int64_t o = o0; o < o1; ++o) {  // ncs: one partial per unit
     double t1 = 0, t2 = 0;
     for_unit_partials(P, o, [&](int64_t u, int64_t, int64_t) {
