@@ -75,6 +75,16 @@ struct Units {
   int64_t count() const { return layout == Layout::ncs ? blocks() * C * K : ru.count(); }
   int64_t width() const { return layout == Layout::ncs ? 1 : C; }  // partial results per unit
   int64_t outputs() const { return per_sample ? N * C : C; }
+  struct Part {
+    int64_t off, len, coef;
+  };
+  // ncs, ungrouped (SB = 1): unit u is part u % K of the span of nc = u / K = n * C + c; its
+  // offset, length, and the index n * ns + c of its coefficients (ns: per-sample stride, 0 when
+  // they are per channel). One integer division when K = 1.
+  Part part(int64_t u, int64_t ns) const {
+    const int64_t nc = K == 1 ? u : u / K, k = u - nc * K, n = nc / C;
+    return {nc * S + k * kSpan, std::min(kSpan, S - k * kSpan), n * ns + (nc - n * C)};
+  }
   Spans spans(int64_t u) const {  // ncs: u = (block * C + c) * K + k
     const int64_t k = u % K, c = u / K % C, n0 = u / K / C * SB;
     return {(n0 * C + c) * S + k * kSpan, std::min(SB, N - n0), std::min(kSpan, S - k * kSpan), C * S};
@@ -332,9 +342,8 @@ template <class T> struct Kern {
                              A* buf, double* u1s, double* u2s) {
     const int64_t C = P.C, S = P.S;
     if (P.layout == Layout::ncs) {
-      const int64_t nc = u / P.K, off = nc * S + (u % P.K) * kSpan, L = std::min(kSpan, S - (u % P.K) * kSpan);
-      const int64_t i = (nc / C) * ns + nc % C;  // one span (part) per unit: P is not grouped
-      span_sums(x + off, dy + off, L, m[i], r[i], u1s + u, u2s + u);
+      const Units::Part q = P.part(u, ns);  // P is not grouped
+      span_sums(x + q.off, dy + q.off, q.len, m[q.coef], r[q.coef], u1s + u, u2s + u);
       return;
     }
     const int64_t r0 = P.ru.begin(u), r1 = P.ru.end(u);
@@ -402,11 +411,10 @@ template <class T> struct Kern {
                          Op op) {
     const int64_t C = P.C, S = P.S;
     if (P.layout == Layout::ncs) {
-      // one span (part) per unit: P is not grouped
-      const int64_t nc = u / P.K, off = nc * S + (u % P.K) * kSpan;
-      const int64_t L = std::min(kSpan, S - (u % P.K) * kSpan), i = (nc / C) * cf.ns + nc % C;
+      const Units::Part pt = P.part(u, cf.ns);  // P is not grouped
+      const int64_t off = pt.off, L = pt.len;
       V cv[4];
-      for (int q = 0; q < 4; ++q) cv[q] = set1(cf.p[q] ? cf.p[q][i] : A(0));
+      for (int q = 0; q < 4; ++q) cv[q] = set1(cf.p[q] ? cf.p[q][pt.coef] : A(0));
       const T* xs = x + off;
       const T* ds = dy ? dy + off : nullptr;
       write_row(out + off, L, streaming, [&](int64_t j, int64_t k) {
