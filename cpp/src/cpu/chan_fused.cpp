@@ -169,7 +169,7 @@ template <class T> struct Fused : Kern<T> {
           double* grstd = a.rstd + (n0 + n) * G;
           for (int64_t g = ga; g < gb; ++g) {
             double cnt = 0, m = 0, q = 0;
-            for (int64_t o = n * C + g * Cg; o < n * C + (g + 1) * Cg; ++o) {  // Chan merges over the channels, in order
+            for (int64_t o = n * C + g * Cg; o < n * C + (g + 1) * Cg; ++o) {  // Chan merges, channels in order
               const double nbv = static_cast<double>(S), d = im[o] - m, tot = cnt + nbv;
               m += d * (nbv / tot);
               q += iq[o] + d * d * (cnt * nbv / tot);
@@ -183,7 +183,8 @@ template <class T> struct Fused : Kern<T> {
           A* tn = tab + n * 3 * E;  // this sample's tables m, a, b
           if (Cg == 1) {  // one output per loop: they vectorize
             for (int64_t c = ca; c < cb; ++c) tn[c] = static_cast<A>(gmean[c]);
-            for (int64_t c = ca; c < cb; ++c) tn[E + c] = static_cast<A>(grstd[c] * (wt ? static_cast<double>(wt[c]) : 1.0));
+            for (int64_t c = ca; c < cb; ++c)
+              tn[E + c] = static_cast<A>(grstd[c] * (wt ? static_cast<double>(wt[c]) : 1.0));
           } else {
             for (int64_t c = ca; c < cb; ++c) {
               tn[c] = static_cast<A>(gmean[c / Cg]);
@@ -254,7 +255,8 @@ template <class T> struct Fused : Kern<T> {
               sgx += wc * a.sdyx[o + c];
             }
             const double r = static_cast<double>(gr[(n0 + n) * G + g]);
-            const A k2 = static_cast<A>(stats ? -r * r * sgx / Kd : 0.0), k3 = static_cast<A>(stats ? -r * sg / Kd : 0.0);
+            const A k2 = static_cast<A>(stats ? -r * r * sgx / Kd : 0.0);
+            const A k3 = static_cast<A>(stats ? -r * sg / Kd : 0.0);
             for (int64_t c = c0; c < c0 + Cg; ++c) {  // dx = r (w dy - mean(g) - xhat mean(g xhat))
               tn[c] = gm[(n0 + n) * G + g];
               tn[E + c] = static_cast<A>(r * (wt ? static_cast<double>(wt[c]) : 1.0));
