@@ -69,6 +69,16 @@ def test_channels_last_group_norm_in_several_cache_batches(isa, rng):
     check_instance_norm(rng, shape, np.float64, -1)
 
 
+@pytest.mark.parametrize("dtype", [F32, BF16], ids=["f32", "bf16"])
+def test_nchw_spans_longer_than_a_unit(isa, rng, dtype):
+    # NCHW spans of 130 x 130 = 16900 values: every (n, c) span is cut into two units (16384 and
+    # 516 values) for the statistics and the backward sums, merged in order.
+    shape = (2, 3, 130, 130)
+    check_batch_norm(rng, shape, dtype, 1)
+    check_group_norm(rng, shape, 3, dtype, 1)
+    check_instance_norm(rng, shape, dtype, 1)
+
+
 def test_channels_last_streamed_past_the_cache(isa, rng):
     # 4.7M float32 values with 64 channels: every elementwise pass writes past the last-level
     # cache (non-temporal stores), and rows of 64 channels take the flat pass that keeps the

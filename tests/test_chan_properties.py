@@ -354,9 +354,11 @@ def test_inputs_unmodified(isa, rng, dtype, ca):
 
 
 # (shape in NCHW order, groups): short channels-last rows, long rows (1000 channels) that are
-# not whole vectors, an odd 4-d shape with few samples, and NCHW spans of 169 values whose
-# per-channel statistics group 96 samples per unit (two unequal sample blocks).
-THREAD_SHAPES = [((8, 16, 40, 40), 4), ((200, 1000, 2), 4), ((3, 130, 37, 11), 2), ((100, 6, 13, 13), 2)]
+# not whole vectors, an odd 4-d shape with few samples, NCHW spans of 169 values whose
+# per-channel statistics group 96 samples per unit (two unequal sample blocks), and NCHW spans of
+# 16900 values cut into two units each.
+THREAD_SHAPES = [((8, 16, 40, 40), 4), ((200, 1000, 2), 4), ((3, 130, 37, 11), 2), ((100, 6, 13, 13), 2),
+                 ((2, 3, 130, 130), 3)]
 
 
 @pytest.mark.parametrize("case", THREAD_SHAPES, ids=lambda c: "x".join(map(str, c[0])))
