@@ -95,5 +95,13 @@ def threads():
     nk.set_num_threads(old)
 
 
+@pytest.fixture
+def cache_sizes():
+    """set(llc_bytes, l2_bytes): the cache sizes the kernels plan with, so that small inputs take
+    the paths of tensors past the caches; the detected sizes are restored after the test."""
+    yield nk._core._set_cache_sizes
+    nk._core._set_cache_sizes(0, 0)
+
+
 def randn(rng, shape, dtype, scale=1.0, offset=0.0):
     return (rng.standard_normal(shape) * scale + offset).astype(np.float32 if dtype != np.float64 else np.float64).astype(dtype)

@@ -88,6 +88,20 @@ def test_channels_last_streamed_past_the_cache(isa, rng):
     check_group_norm(rng, shape, 32, F32, -1)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_nchw_batch_norm_channel_by_channel(isa, rng, cache_sizes, dtype):
+    # Kernels planning for a 64 KiB last-level cache and a 32 KiB L2 run NCHW BatchNorm whose
+    # tensor is past the cache channel by channel (statistics or sums, coefficients, elementwise
+    # pass per channel), when one channel's inputs fit in twice the L2: long spans; short spans
+    # grouped across samples for the statistics (float64 backward: a channel's x and dy are past
+    # 64 KiB, so the phased path runs there); spans of two units each (with a 256 KiB L2).
+    cache_sizes(64 << 10, 32 << 10)
+    check_batch_norm(rng, (6, 16, 20, 20), dtype, 1)
+    check_batch_norm(rng, (120, 8, 5, 7), dtype, 1, affine=False)
+    cache_sizes(256 << 10, 256 << 10)
+    check_batch_norm(rng, (2, 8, 130, 130), dtype, 1)
+
+
 @pytest.mark.parametrize("ca", LAYOUTS, ids=LAYOUT_IDS)
 def test_weight_or_bias_alone(isa, rng, ca):
     x = chan_randn(rng, (3, 4, 5, 6), F32, ca)

@@ -381,6 +381,21 @@ def test_bitwise_identical_across_thread_counts(isa, rng, threads, dtype, ca, ca
             np.testing.assert_array_equal(a.view(np.uint8), e.view(np.uint8), err_msg=f"output {i}")
 
 
+@pytest.mark.parametrize("ca", LAYOUTS, ids=LAYOUT_IDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_bitwise_identical_for_any_cache_size(isa, rng, threads, cache_sizes, dtype, ca):
+    # With a 64 KiB last-level cache and a 32 KiB L2 planned for, outputs bypass the cache and
+    # NCHW BatchNorm runs channel by channel when each thread has at least 4 channels: with 6
+    # channels, on one thread but not on two or three. The values must not change.
+    x, dy, w, b, rm, rv = run_all_inputs(rng, (6, 6, 20, 20), dtype, ca)
+    expected = run_all(x, dy, w, b, rm, rv, ca)
+    cache_sizes(64 << 10, 32 << 10)
+    for n in (1, 2, 3):
+        nk.set_num_threads(n)
+        for i, (a, e) in enumerate(zip(run_all(x, dy, w, b, rm, rv, ca), expected)):
+            np.testing.assert_array_equal(a.view(np.uint8), e.view(np.uint8), err_msg=f"{n} threads, output {i}")
+
+
 # ---------------------------------------------------------------- bad inputs
 
 

@@ -41,6 +41,8 @@ PYBIND11_MODULE(_core, m) {
     nk::set_num_threads(n);
   }, py::arg("n"));
   m.def("get_num_threads", &nk::get_num_threads);
+  m.def("_set_cache_sizes", &nk::set_cache_sizes, py::arg("llc_bytes"), py::arg("l2_bytes"),
+        "Test hook: cache sizes the kernels plan with (0 = detected).");
   m.def("_set_bfloat16_dtype", &nk::bind::set_bfloat16_dtype, py::arg("dtype"));
   nk::bind::bind_norm(m);
   nk::bind::bind_chan(m);

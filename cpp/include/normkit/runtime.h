@@ -1,5 +1,6 @@
 // normkit — runtime: ISA selection and thread count.
 #pragma once
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -17,5 +18,10 @@ std::string isa_env_error();
 // calling thread's omp_get_max_threads() so OpenMP-level limits (threadpoolctl) apply.
 void set_num_threads(int n);
 int get_num_threads();
+
+// Cache sizes the kernels plan with (when outputs bypass the cache, when a channel's data stays
+// in L2): detected from the CPU unless set here; 0 restores the detected size. For tests, so that
+// small inputs take the paths of tensors larger than the caches.
+void set_cache_sizes(int64_t llc_bytes, int64_t l2_bytes);
 
 }  // namespace nk

@@ -6,7 +6,8 @@
 // the elementwise pass to the same part of the tensor it reduced (for the forward's short ncs
 // spans, grouped across samples in (1), the same share of the spans in sample order), which is
 // still in its cache when the tensor is small enough. Phases are separated by barriers; no
-// result depends on which thread ran what.
+// result depends on which thread ran what. NCHW tensors past the cache run the three phases
+// channel by channel instead (use_by_channel).
 // GroupNorm/InstanceNorm forward (channels-last) runs the same three phases per batch of samples
 // small enough to stay in cache; their backward (NCHW) is fused per (n, g) block instead.
 #include "chan_kern.h"
@@ -40,6 +41,17 @@ template <class T> struct Fused : Kern<T> {
         for (int64_t c = c0; c < std::min(c1, E - p); ++c) t[i * E + p + c] = t[i * E + c];
   }
 
+  // NCHW BatchNorm whose inputs (`tensors` of them) are past the last-level cache, when one
+  // channel's inputs fit in twice the L2: channel by channel, each thread a share of the channels
+  // (statistics or sums, coefficients, then the elementwise pass newest first), so most of the
+  // second read of a channel hits L2 instead of memory. Each thread needs 4 channels at least.
+  // The unit partials are merged in the same order as on the phased path: bitwise the same results.
+  static bool use_by_channel(Layout layout, int64_t N, int64_t C, int64_t S, int64_t tensors, int nt) {
+    const int64_t bytes = tensors * N * S * static_cast<int64_t>(sizeof(T));
+    return layout == Layout::ncs && C >= 4 * nt && bytes <= 2 * l2_cache_bytes() &&
+           bytes * C > last_level_cache_bytes();
+  }
+
   static void bn_fwd(const BatchNormFwdArgs& a) {
     const Units P = make_units(a.layout, a.N, a.C, a.S, false, true), Pa = make_units(a.layout, a.N, a.C, a.S, false);
     const int64_t C = a.C, U = P.count(), w = P.width(), E = K::ext_len(C), elems = a.N * C * a.S;
@@ -56,13 +68,8 @@ template <class T> struct Fused : Kern<T> {
     double* rstd = m2 + C;
     A* tab = par::scratch<A>(2, 3 * E);
     const bool streaming = use_streaming(2, elems, sizeof(T));
-    region(nt, [&](int t, int T_) {
-      const int64_t u0 = part(U, t, T_), u1 = part(U, t + 1, T_);
-      if (a.training) {
-        for (int64_t u = u0; u < u1; ++u) K::stats_unit(P, x, u, um, uq);
-        sync(T_);
-      }
-      const int64_t c0 = part(C, t, T_), c1 = part(C, t + 1, T_);
+    // Statistics of channels [c0, c1) from the unit partials (training), then their tables.
+    const auto coefficients = [&](int64_t c0, int64_t c1) {
       if (a.training) {
         merge_stats(P, c0, c1, um, uq, mean, m2);
         for (int64_t c = c0; c < c1; ++c) rstd[c] = 1.0 / std::sqrt(m2[c] / count + a.eps);  // vectorizes
@@ -86,10 +93,30 @@ template <class T> struct Fused : Kern<T> {
       std::copy(tab + c0, tab + c1, static_cast<A*>(a.save_mean) + c0);
       for (int64_t c = c0; c < c1; ++c) static_cast<A*>(a.save_rstd)[c] = static_cast<A>(rstd[c]);
       wrap(tab, E, C, 3, c0, c1);
-      sync(T_);
-      const Coef4 cf = tables(tab, E, 3);
-      const int64_t v0 = part(Pa.count(), t, T_), v1 = part(Pa.count(), t + 1, T_);
-      for (int64_t u = v1; u-- > v0;) K::apply_unit(Pa, u, x, nullptr, y, cf, streaming, typename K::AffineOp{});
+    };
+    const Coef4 cf = tables(tab, E, 3);
+    const bool by_channel = a.training && use_by_channel(a.layout, a.N, C, a.S, 1, nt);
+    region(nt, [&](int t, int T_) {
+      if (by_channel) {  // (as in bn_bwd)
+        for (int64_t c = part(C, t, T_); c < part(C, t + 1, T_); ++c) {
+          for (int64_t b = 0; b < P.blocks(); ++b)
+            for (int64_t u = (b * C + c) * P.K; u < (b * C + c + 1) * P.K; ++u) K::stats_unit(P, x, u, um, uq);
+          coefficients(c, c + 1);
+          for (int64_t n = a.N; n-- > 0;)  // newest first: still in L2
+            for (int64_t u = (n * C + c + 1) * Pa.K; u-- > (n * C + c) * Pa.K;)
+              K::apply_unit(Pa, u, x, nullptr, y, cf, streaming, typename K::AffineOp{});
+        }
+      } else {
+        const int64_t u0 = part(U, t, T_), u1 = part(U, t + 1, T_);
+        if (a.training) {
+          for (int64_t u = u0; u < u1; ++u) K::stats_unit(P, x, u, um, uq);
+          sync(T_);
+        }
+        coefficients(part(C, t, T_), part(C, t + 1, T_));
+        sync(T_);
+        const int64_t v0 = part(Pa.count(), t, T_), v1 = part(Pa.count(), t + 1, T_);
+        for (int64_t u = v1; u-- > v0;) K::apply_unit(Pa, u, x, nullptr, y, cf, streaming, typename K::AffineOp{});
+      }
       if (streaming) stream_fence();
     });
   }
@@ -110,12 +137,8 @@ template <class T> struct Fused : Kern<T> {
     A* bufs = par::scratch<A>(1, nt * 2 * par::padded<A>(C));
     A* tab = par::scratch<A>(2, 4 * E);
     const bool streaming = use_streaming(3, elems, sizeof(T));
-    region(nt, [&](int t, int T_) {
-      const int64_t u0 = part(U, t, T_), u1 = part(U, t + 1, T_);
-      A* buf = bufs + t * 2 * par::padded<A>(C);
-      for (int64_t u = u0; u < u1; ++u) K::grad_sums_unit(P, x, dy, mean, rstd, 0, u, buf, u1s, u2s);
-      sync(T_);
-      const int64_t c0 = part(C, t, T_), c1 = part(C, t + 1, T_);
+    // Sums of channels [c0, c1) from the unit partials, then their coefficient tables.
+    const auto coefficients = [&](int64_t c0, int64_t c1) {
       merge_sums(P, c0, c1, u1s, u2s, a.dbias, a.dweight);
       const bool batch = a.training && count > 0;  // dx = w r (dy - mean(dy) - xhat mean(dy xhat))
       // tables m, k1 = w r, k2, k3 (one table per loop: they vectorize)
@@ -131,9 +154,29 @@ template <class T> struct Fused : Kern<T> {
         std::fill(tab + 3 * E + c0, tab + 3 * E + c1, A(0));
       }
       wrap(tab, E, C, 4, c0, c1);
-      sync(T_);
-      const Coef4 cf = tables(tab, E, 4);
-      for (int64_t u = u1; u-- > u0;) K::apply_unit(P, u, x, dy, dx, cf, streaming, typename K::GradOp{});
+    };
+    const Coef4 cf = tables(tab, E, 4);
+    const bool by_channel = use_by_channel(a.layout, a.N, C, a.S, 2, nt);
+    region(nt, [&](int t, int T_) {
+      A* buf = bufs + t * 2 * par::padded<A>(C);
+      if (by_channel) {
+        for (int64_t c = part(C, t, T_); c < part(C, t + 1, T_); ++c) {
+          for (int64_t n = 0; n < a.N; ++n)
+            for (int64_t u = (n * C + c) * P.K; u < (n * C + c + 1) * P.K; ++u)
+              K::grad_sums_unit(P, x, dy, mean, rstd, 0, u, buf, u1s, u2s);
+          coefficients(c, c + 1);
+          for (int64_t n = a.N; n-- > 0;)  // newest first: still in L2
+            for (int64_t u = (n * C + c + 1) * P.K; u-- > (n * C + c) * P.K;)
+              K::apply_unit(P, u, x, dy, dx, cf, streaming, typename K::GradOp{});
+        }
+      } else {
+        const int64_t u0 = part(U, t, T_), u1 = part(U, t + 1, T_);
+        for (int64_t u = u0; u < u1; ++u) K::grad_sums_unit(P, x, dy, mean, rstd, 0, u, buf, u1s, u2s);
+        sync(T_);
+        coefficients(part(C, t, T_), part(C, t + 1, T_));
+        sync(T_);
+        for (int64_t u = u1; u-- > u0;) K::apply_unit(P, u, x, dy, dx, cf, streaming, typename K::GradOp{});
+      }
       if (streaming) stream_fence();
     });
   }

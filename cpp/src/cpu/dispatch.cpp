@@ -6,9 +6,12 @@
 #include <omp.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -102,26 +105,66 @@ const KernelTable& active() { return *state().isas[static_cast<size_t>(state().c
 
 }  // namespace
 
+namespace {
+// Size in bytes of this core's data or unified cache of `level` (sysfs cpu0/cache/index*), or 0.
+int64_t sysfs_cache_bytes(int level) {
+  for (int i = 0; i < 8; ++i) {
+    const std::string dir = "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(i) + "/";
+    char type[32] = {};
+    long lvl = 0, kib = 0;
+    if (FILE* f = std::fopen((dir + "level").c_str(), "r")) {
+      if (std::fscanf(f, "%ld", &lvl) != 1) lvl = 0;
+      std::fclose(f);
+    }
+    if (FILE* f = std::fopen((dir + "type").c_str(), "r")) {
+      if (std::fscanf(f, "%31s", type) != 1) type[0] = 0;
+      std::fclose(f);
+    }
+    if (lvl != level || std::strcmp(type, "Instruction") == 0) continue;
+    if (FILE* f = std::fopen((dir + "size").c_str(), "r")) {
+      if (std::fscanf(f, "%ldK", &kib) != 1 || kib < 0) kib = 0;
+      std::fclose(f);
+    }
+    if (kib > 0) return static_cast<int64_t>(kib) << 10;
+  }
+  return 0;
+}
+// sysconf's value for `name`, or 0.
+int64_t sysconf_bytes([[maybe_unused]] int name) {
+  const long v = name >= 0 ? sysconf(name) : -1;
+  return v > 0 ? static_cast<int64_t>(v) : 0;
+}
+#if defined(_SC_LEVEL3_CACHE_SIZE) && defined(_SC_LEVEL2_CACHE_SIZE)
+constexpr int kScL3 = _SC_LEVEL3_CACHE_SIZE, kScL2 = _SC_LEVEL2_CACHE_SIZE;
+#else
+constexpr int kScL3 = -1, kScL2 = -1;
+#endif
+std::atomic<int64_t> llc_override{0}, l2_override{0};  // set_cache_sizes (0: detected)
+}  // namespace
+
 // Last-level cache of this CPU: sysfs (the cache this core shares), else sysconf, else 32 MiB.
 // (glibc's sysconf may report the whole package's L3, several times what one core can use.)
 int64_t last_level_cache_bytes() {
-  static const int64_t bytes = [] {
-    for (const char* index : {"index3", "index2"}) {
-      const std::string path = std::string("/sys/devices/system/cpu/cpu0/cache/") + index + "/size";
-      if (FILE* f = std::fopen(path.c_str(), "r")) {
-        long kib = 0;
-        const int got = std::fscanf(f, "%ldK", &kib);
-        std::fclose(f);
-        if (got == 1 && kib > 0) return static_cast<int64_t>(kib) << 10;
-      }
-    }
-    long l3 = -1;
-#if defined(_SC_LEVEL3_CACHE_SIZE)
-    l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
-#endif
-    return l3 > 0 ? static_cast<int64_t>(l3) : int64_t{32} << 20;
+  static const int64_t detected = [] {
+    for (const int level : {3, 2})
+      if (const int64_t b = sysfs_cache_bytes(level); b > 0) return b;
+    const int64_t b = sysconf_bytes(kScL3);
+    return b > 0 ? b : int64_t{32} << 20;
   }();
-  return bytes;
+  const int64_t o = llc_override.load(std::memory_order_relaxed);
+  return o > 0 ? o : detected;
+}
+
+// One core's L2: sysfs, else sysconf, else 512 KiB.
+int64_t l2_cache_bytes() {
+  static const int64_t detected = [] {
+    const int64_t b = sysfs_cache_bytes(2);
+    if (b > 0) return b;
+    const int64_t s = sysconf_bytes(kScL2);
+    return s > 0 ? s : int64_t{512} << 10;
+  }();
+  const int64_t o = l2_override.load(std::memory_order_relaxed);
+  return o > 0 ? o : detected;
 }
 
 int kernel_threads() {
@@ -134,6 +177,11 @@ int kernel_threads() {
 }  // namespace nk::cpu
 
 namespace nk {
+
+void set_cache_sizes(int64_t llc_bytes, int64_t l2_bytes) {
+  cpu::llc_override.store(std::max<int64_t>(0, llc_bytes));
+  cpu::l2_override.store(std::max<int64_t>(0, l2_bytes));
+}
 
 std::vector<std::string> available_isas() {
   std::vector<std::string> names;

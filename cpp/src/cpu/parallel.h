@@ -20,6 +20,7 @@
 namespace nk::cpu {
 int kernel_threads();             // dispatch.cpp: threads a kernel may use (>= 1)
 int64_t last_level_cache_bytes();  // dispatch.cpp: size of the last-level cache
+int64_t l2_cache_bytes();          // dispatch.cpp: size of one core's L2
 }
 
 namespace nk::cpu::par {
