@@ -73,7 +73,7 @@ constexpr Op kOps[] = {
 };
 const ChanShape kShapes[] = {
     {32, 64, 56 * 56, Layout::ncs}, {32, 64, 56 * 56, Layout::nsc}, {8, 256, 14 * 14, Layout::ncs},
-    {8, 256, 14 * 14, Layout::nsc}, {256, 1024, 1, Layout::nsc},  {64, 256, 14 * 14, Layout::ncs}, {64, 64, 3136, Layout::ncs},
+    {8, 256, 14 * 14, Layout::nsc}, {256, 1024, 1, Layout::nsc},  {64, 256, 14 * 14, Layout::ncs}, {64, 64, 3136, Layout::ncs}, {128, 256, 196, Layout::ncs},
 };
 
 template <class T>
