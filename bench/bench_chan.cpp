@@ -12,7 +12,13 @@
 // bench of the same shape and threads.
 //
 //   bench_chan --benchmark_filter='chan_affine/f32/nsc/256x1024x1' --benchmark_min_time=0.1
+//
+// x, dy and y are 64-byte aligned. NORMKIT_BENCH_MISALIGN=B (bytes, e.g. 16) starts them B, 2B
+// and 3B bytes (mod 64) past a 64-byte boundary instead: NumPy aligns its large arrays to 16
+// bytes only, so the Python API usually sees arrays like those.
+#include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -34,6 +40,15 @@ struct ChanShape {
 
 constexpr int64_t kGroups = 32;
 
+// Offset of the k-th input buffer past a 64-byte boundary: NORMKIT_BENCH_MISALIGN (bytes) times k, mod 64.
+inline int64_t misalign(int k) {
+  static const int64_t b = [] {
+    const char* e = std::getenv("NORMKIT_BENCH_MISALIGN");
+    return e ? std::max<int64_t>(0, std::atoll(e)) : int64_t{0};
+  }();
+  return b * k % 64;
+}
+
 template <class T>
 struct ChanData {
   ChanShape s;
@@ -42,7 +57,7 @@ struct ChanData {
   std::vector<double> mean, m2, sdy, sdyx, gm, gq, gr;
 
   explicit ChanData(ChanShape shape)
-      : s(shape), x(s.elems()), dy(s.elems()), y(s.elems()), m(s.N * s.C), a(s.N * s.C), b(s.N * s.C),
+      : s(shape), x(s.elems(), misalign(1)), dy(s.elems(), misalign(2)), y(s.elems(), misalign(3)), m(s.N * s.C), a(s.N * s.C), b(s.N * s.C),
         k3(s.N * s.C), k1(s.N * s.C), w(s.C), mean(s.N * s.C), m2(s.N * s.C), sdy(s.N * s.C), sdyx(s.N * s.C),
         gm(s.N * s.C), gq(s.N * s.C), gr(s.N * s.C) {  // per (n, g): G <= C
     fill_uniform(x, -2.0f, 2.0f, 1);

@@ -24,17 +24,18 @@
 
 namespace nk::bench {
 
-// 64-byte aligned, uninitialized storage for n elements of T.
+// Uninitialized storage for n elements of T that starts `offset` bytes (a multiple of sizeof(T),
+// below 64) past a 64-byte boundary.
 template <class T>
 class Buffer {
  public:
-  explicit Buffer(int64_t n) : n_(n) {
-    const size_t bytes = (static_cast<size_t>(n > 0 ? n : 1) * sizeof(T) + 63) / 64 * 64;
+  explicit Buffer(int64_t n, int64_t offset = 0) : n_(n), off_(static_cast<size_t>(offset) / sizeof(T)) {
+    const size_t bytes = (static_cast<size_t>(n > 0 ? n : 1) * sizeof(T) + 127) / 64 * 64;
     p_.reset(static_cast<T*>(std::aligned_alloc(64, bytes)));
     if (!p_) throw std::bad_alloc();
   }
-  T* data() { return p_.get(); }
-  const T* data() const { return p_.get(); }
+  T* data() { return p_.get() + off_; }
+  const T* data() const { return p_.get() + off_; }
   int64_t size() const { return n_; }
   int64_t bytes() const { return n_ * static_cast<int64_t>(sizeof(T)); }
 
@@ -43,6 +44,7 @@ class Buffer {
     void operator()(T* p) const { std::free(p); }
   };
   int64_t n_;
+  size_t off_;
   std::unique_ptr<T, Free> p_;
 };
 

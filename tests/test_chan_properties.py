@@ -220,11 +220,13 @@ def at_offset(a, k):
 
 @pytest.mark.parametrize("ca", LAYOUTS, ids=LAYOUT_IDS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-def test_results_do_not_depend_on_alignment(isa, rng, dtype, ca):
-    # C = 48 channels are whole vectors, so channels-last rows all start at the same offset from a
-    # vector boundary and the kernels shift their channel blocks to align the loads: every
-    # offset must give the same bits.
-    x, dy, w, b, rm, rv = run_all_inputs(rng, (3, 48, 5, 7), dtype, ca)
+@pytest.mark.parametrize("c", [48, 144])
+def test_results_do_not_depend_on_alignment(isa, rng, dtype, ca, c):
+    # C = 48 and 144 channels are whole vectors, so channels-last rows all start at the same
+    # offset from a vector boundary. Rows of up to 8 vectors (48 channels, but not on the scalar
+    # ISA) are one channel block, loaded unaligned; longer rows are cut so that their blocks load
+    # aligned. Every offset must give the same bits.
+    x, dy, w, b, rm, rv = run_all_inputs(rng, (3, c, 5, 7), dtype, ca)
     expected = run_all(at_offset(x, 0), at_offset(dy, 0), w, b, rm, rv, ca)
     for k in range(1, 64 // x.itemsize):
         got = run_all(at_offset(x, k), at_offset(dy, k), w, b, rm, rv, ca)

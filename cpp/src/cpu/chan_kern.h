@@ -291,11 +291,14 @@ template <class T> struct Kern {
 
   // Cuts the C channels of rows that start at x (row stride C) into blocks: whole vectors,
   // f(c0, std::integral_constant<int, K>) for [c0, c0 + K * W) with K <= MaxK, partial vectors
-  // g(c0, n) for [c0, c0 + n) with n < W. When every row has the same offset from a vector
-  // boundary, the whole vectors start at the first boundary (aligned loads; NumPy's large arrays
-  // are 16-byte aligned only) and g takes the channels before it and after the last whole one.
+  // g(c0, n) for [c0, c0 + n) with n < W. Rows of whole vectors (every row then has the same
+  // offset from a vector boundary) that fit in one block are one block, aligned or not: one pass
+  // over the rows. Longer ones start their whole vectors at the first boundary (aligned loads;
+  // NumPy's large arrays are 16-byte aligned only), and g takes the channels before it and after
+  // the last whole one: each block is a pass over the rows, and a cut row costs two more.
   template <int MaxK = 8, class Fn, class Gn> static void by_blocks(const T* x, int64_t C, Fn&& f, Gn&& g) {
-    const bool same_offset = (static_cast<uintptr_t>(C) * sizeof(T)) % (W * sizeof(T)) == 0;  // for every row
+    const bool same_offset = C % W == 0;  // for every row
+    if (same_offset && C > 0 && C <= MaxK * W) return with_k<MaxK>(C / W, 0, f);
     const int64_t h = same_offset ? std::max<int64_t>(0, head_to_vector(x, C)) : 0;
     if (h > 0) g(0, h);
     const int64_t end = h + (C - h) / W * W;
