@@ -13,9 +13,9 @@
 //
 //   bench_chan --benchmark_filter='chan_affine/f32/nsc/256x1024x1' --benchmark_min_time=0.1
 //
-// x, dy and y are 64-byte aligned. NORMKIT_BENCH_MISALIGN=B (bytes, e.g. 16) starts them B, 2B
-// and 3B bytes (mod 64) past a 64-byte boundary instead: NumPy aligns its large arrays to 16
-// bytes only, so the Python API usually sees arrays like those.
+// x, dy and y are 64-byte aligned. NORMKIT_BENCH_MISALIGN=16 starts all three 16 bytes past a
+// 64-byte boundary (where NumPy's large arrays start), NORMKIT_BENCH_MISALIGN=16,32,48 each at its
+// own offset (as NumPy's arrays of a few hundred KiB may be).
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
@@ -40,13 +40,22 @@ struct ChanShape {
 
 constexpr int64_t kGroups = 32;
 
-// Offset of the k-th input buffer past a 64-byte boundary: NORMKIT_BENCH_MISALIGN (bytes) times k, mod 64.
+// Offset in bytes past a 64-byte boundary of buffer k (0: x, 1: dy, 2: y): NORMKIT_BENCH_MISALIGN
+// is one offset for all three or a comma-separated list of three.
 inline int64_t misalign(int k) {
-  static const int64_t b = [] {
+  static const std::vector<int64_t> offsets = [] {
+    std::vector<int64_t> v;
     const char* e = std::getenv("NORMKIT_BENCH_MISALIGN");
-    return e ? std::max<int64_t>(0, std::atoll(e)) : int64_t{0};
+    for (const char* p = e; p && *p;) {
+      char* end = nullptr;
+      v.push_back(std::clamp<int64_t>(std::strtoll(p, &end, 10), 0, 63));
+      if (end == p) break;
+      p = *end == ',' ? end + 1 : end;
+    }
+    while (!v.empty() && v.size() < 3) v.push_back(v.back());
+    return v.empty() ? std::vector<int64_t>(3, 0) : v;
   }();
-  return b * k % 64;
+  return offsets[static_cast<size_t>(k)];
 }
 
 template <class T>
@@ -57,7 +66,7 @@ struct ChanData {
   std::vector<double> mean, m2, sdy, sdyx, gm, gq, gr;
 
   explicit ChanData(ChanShape shape)
-      : s(shape), x(s.elems(), misalign(1)), dy(s.elems(), misalign(2)), y(s.elems(), misalign(3)), m(s.N * s.C), a(s.N * s.C), b(s.N * s.C),
+      : s(shape), x(s.elems(), misalign(0)), dy(s.elems(), misalign(1)), y(s.elems(), misalign(2)), m(s.N * s.C), a(s.N * s.C), b(s.N * s.C),
         k3(s.N * s.C), k1(s.N * s.C), w(s.C), mean(s.N * s.C), m2(s.N * s.C), sdy(s.N * s.C), sdyx(s.N * s.C),
         gm(s.N * s.C), gq(s.N * s.C), gr(s.N * s.C) {  // per (n, g): G <= C
     fill_uniform(x, -2.0f, 2.0f, 1);
