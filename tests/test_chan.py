@@ -102,6 +102,18 @@ def test_nchw_batch_norm_channel_by_channel(isa, rng, cache_sizes, dtype):
     check_batch_norm(rng, (2, 8, 130, 130), dtype, 1)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_nchw_batch_norm_channel_blocks(isa, rng, cache_sizes, threads, dtype):
+    # Planning for a 4 MiB last-level cache and a 48 KiB L2, NCHW BatchNorm whose inputs are in
+    # the cache but not in the two threads' L2s runs in blocks of channels that fill half an L2
+    # (at least 16): 21 channels per block for the float32 backward, 42 for its forward (blocks
+    # cut at each thread's last channel); float64's backward blocks would be 10: phased.
+    cache_sizes(4 << 20, 48 << 10)
+    nk.set_num_threads(2)
+    check_batch_norm(rng, (4, 256, 5, 7), dtype, 1)
+    check_batch_norm(rng, (4, 256, 5, 7), dtype, 1, affine=False)
+
+
 @pytest.mark.parametrize("ca", LAYOUTS, ids=LAYOUT_IDS)
 def test_weight_or_bias_alone(isa, rng, ca):
     x = chan_randn(rng, (3, 4, 5, 6), F32, ca)

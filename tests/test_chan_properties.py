@@ -389,13 +389,18 @@ def test_bitwise_identical_for_any_cache_size(isa, rng, threads, cache_sizes, dt
     # With a 64 KiB last-level cache and a 32 KiB L2 planned for, outputs bypass the cache and
     # NCHW BatchNorm runs channel by channel when each thread has at least 4 channels: with 6
     # channels, on one thread but not on two or three. The values must not change.
-    x, dy, w, b, rm, rv = run_all_inputs(rng, (6, 6, 20, 20), dtype, ca)
-    expected = run_all(x, dy, w, b, rm, rv, ca)
-    cache_sizes(64 << 10, 32 << 10)
-    for n in (1, 2, 3):
-        nk.set_num_threads(n)
-        for i, (a, e) in enumerate(zip(run_all(x, dy, w, b, rm, rv, ca), expected)):
-            np.testing.assert_array_equal(a.view(np.uint8), e.view(np.uint8), err_msg=f"{n} threads, output {i}")
+    # With a 4 MiB last-level cache and a 48 KiB L2, (4, 256, 5, 7) runs in blocks of channels
+    # (test_nchw_batch_norm_channel_blocks) on two threads, and its backward also on three.
+    for shape, llc, l2, groups in [((6, 6, 20, 20), 64 << 10, 32 << 10, 3), ((4, 256, 5, 7), 4 << 20, 48 << 10, 32)]:
+        x, dy, w, b, rm, rv = run_all_inputs(rng, shape, dtype, ca)
+        cache_sizes(0, 0)
+        expected = run_all(x, dy, w, b, rm, rv, ca, groups)
+        cache_sizes(llc, l2)
+        for n in (1, 2, 3):
+            nk.set_num_threads(n)
+            for i, (a, e) in enumerate(zip(run_all(x, dy, w, b, rm, rv, ca, groups), expected)):
+                np.testing.assert_array_equal(a.view(np.uint8), e.view(np.uint8),
+                                              err_msg=f"{shape}, {n} threads, output {i}")
 
 
 # ---------------------------------------------------------------- bad inputs

@@ -6,8 +6,10 @@
 // the elementwise pass to the same part of the tensor it reduced (for the forward's short ncs
 // spans, grouped across samples in (1), the same share of the spans in sample order), which is
 // still in its cache when the tensor is small enough. Phases are separated by barriers; no
-// result depends on which thread ran what. NCHW tensors past the cache run the three phases
-// channel by channel instead (use_by_channel).
+// result depends on which thread ran what. NCHW tensors past the threads' L2s run the three
+// phases per block of channels instead, each thread a share of the channels: one channel at a
+// time past the last-level cache (use_by_channel), blocks that fill half an L2 inside it
+// (channel_block).
 // GroupNorm/InstanceNorm forward (channels-last) runs the same three phases per batch of samples
 // small enough to stay in cache; their backward (NCHW) is fused per (n, g) block instead.
 #include "chan_kern.h"
@@ -50,6 +52,21 @@ template <class T> struct Fused : Kern<T> {
     const int64_t bytes = tensors * N * S * static_cast<int64_t>(sizeof(T));
     return layout == Layout::ncs && C >= 4 * nt && bytes <= 2 * l2_cache_bytes() &&
            bytes * C > last_level_cache_bytes();
+  }
+
+  // Channels per block of NCHW BatchNorm run block by block (0: phased). Past the last-level
+  // cache: one (use_by_channel). Inside it, when the inputs do not fit in the threads' L2s: as
+  // many channels as fill half an L2, so that the elementwise pass reads the block from L2, if
+  // that is at least kMinBlock (smaller blocks measured slower than the phased path: 5 channels
+  // at 64x256x196, backward 3-7%).
+  static constexpr int64_t kMinBlock = 16;
+  static int64_t channel_block(Layout layout, int64_t N, int64_t C, int64_t S, int64_t tensors, int nt) {
+    if (use_by_channel(layout, N, C, S, tensors, nt)) return 1;
+    const int64_t per = tensors * N * S * static_cast<int64_t>(sizeof(T)), l2 = l2_cache_bytes();
+    if (layout != Layout::ncs || nt < 2 || per == 0 || per * C <= nt * l2 || per * C > last_level_cache_bytes())
+      return 0;
+    const int64_t cb = l2 / 2 / per;
+    return cb >= kMinBlock ? std::min(cb, (C + nt - 1) / nt) : 0;
   }
 
   static void bn_fwd(const BatchNormFwdArgs& a) {
@@ -95,15 +112,17 @@ template <class T> struct Fused : Kern<T> {
       wrap(tab, E, C, 3, c0, c1);
     };
     const Coef4 cf = tables(tab, E, 3);
-    const bool by_channel = a.training && use_by_channel(a.layout, a.N, C, a.S, 1, nt);
+    const int64_t cb = a.training ? channel_block(a.layout, a.N, C, a.S, 1, nt) : 0;
     region(nt, [&](int t, int T_) {
-      if (by_channel) {  // (as in bn_bwd)
-        for (int64_t c = part(C, t, T_); c < part(C, t + 1, T_); ++c) {
+      if (cb > 0) {  // (as in bn_bwd)
+        const int64_t c1 = part(C, t + 1, T_);
+        for (int64_t c = part(C, t, T_); c < c1; c += cb) {
+          const int64_t ce = std::min(c1, c + cb);
           for (int64_t b = 0; b < P.blocks(); ++b)
-            for (int64_t u = (b * C + c) * P.K; u < (b * C + c + 1) * P.K; ++u) K::stats_unit(P, x, u, um, uq);
-          coefficients(c, c + 1);
+            for (int64_t u = (b * C + c) * P.K; u < (b * C + ce) * P.K; ++u) K::stats_unit(P, x, u, um, uq);
+          coefficients(c, ce);
           for (int64_t n = a.N; n-- > 0;)  // newest first: still in L2
-            for (int64_t u = (n * C + c + 1) * Pa.K; u-- > (n * C + c) * Pa.K;)
+            for (int64_t u = (n * C + ce) * Pa.K; u-- > (n * C + c) * Pa.K;)
               K::apply_unit(Pa, u, x, nullptr, y, cf, streaming, typename K::AffineOp{});
         }
       } else {
@@ -156,17 +175,19 @@ template <class T> struct Fused : Kern<T> {
       wrap(tab, E, C, 4, c0, c1);
     };
     const Coef4 cf = tables(tab, E, 4);
-    const bool by_channel = use_by_channel(a.layout, a.N, C, a.S, 2, nt);
+    const int64_t cb = channel_block(a.layout, a.N, C, a.S, 2, nt);
     region(nt, [&](int t, int T_) {
       A* buf = bufs + t * 2 * par::padded<A>(C);
-      if (by_channel) {
-        for (int64_t c = part(C, t, T_); c < part(C, t + 1, T_); ++c) {
+      if (cb > 0) {
+        const int64_t c1 = part(C, t + 1, T_);
+        for (int64_t c = part(C, t, T_); c < c1; c += cb) {
+          const int64_t ce = std::min(c1, c + cb);
           for (int64_t n = 0; n < a.N; ++n)
-            for (int64_t u = (n * C + c) * P.K; u < (n * C + c + 1) * P.K; ++u)
+            for (int64_t u = (n * C + c) * P.K; u < (n * C + ce) * P.K; ++u)
               K::grad_sums_unit(P, x, dy, mean, rstd, 0, u, buf, u1s, u2s);
-          coefficients(c, c + 1);
+          coefficients(c, ce);
           for (int64_t n = a.N; n-- > 0;)  // newest first: still in L2
-            for (int64_t u = (n * C + c + 1) * P.K; u-- > (n * C + c) * P.K;)
+            for (int64_t u = (n * C + ce) * P.K; u-- > (n * C + c) * P.K;)
               K::apply_unit(P, u, x, dy, dx, cf, streaming, typename K::GradOp{});
         }
       } else {
