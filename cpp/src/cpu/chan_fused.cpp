@@ -182,6 +182,17 @@ template <class T> struct Fused : Kern<T> {
         const int64_t c1 = part(C, t + 1, T_);
         for (int64_t c = part(C, t, T_); c < c1; c += cb) {
           const int64_t ce = std::min(c1, c + cb);
+          if (P.K == 1) {  // one unit per span: no index arithmetic per unit
+            const int64_t S = a.S;
+            for (int64_t n = 0; n < a.N; ++n)
+              for (int64_t u = n * C + c; u < n * C + ce; ++u)
+                K::span_sums(x + u * S, dy + u * S, S, mean[u - n * C], rstd[u - n * C], u1s + u, u2s + u);
+            coefficients(c, ce);
+            for (int64_t n = a.N; n-- > 0;)  // newest first: still in L2
+              for (int64_t u = n * C + ce; u-- > n * C + c;)
+                K::apply_span(x, dy, dx, u * S, S, u - n * C, cf, streaming, typename K::GradOp{});
+            continue;
+          }
           for (int64_t n = 0; n < a.N; ++n)
             for (int64_t u = (n * C + c) * P.K; u < (n * C + ce) * P.K; ++u)
               K::grad_sums_unit(P, x, dy, mean, rstd, 0, u, buf, u1s, u2s);

@@ -409,20 +409,26 @@ template <class T> struct Kern {
     int64_t set_stride;  // nsc: distance between the tables of consecutive samples (0: shared)
   };
 
+  // ncs: values [off, off + L) of one (n, c) span, whose coefficients are coef[q][ci].
+  template <class Op>
+  static void apply_span(const T* x, const T* dy, T* out, int64_t off, int64_t L, int64_t ci, const Coef4& cf,
+                         bool streaming, Op op) {
+    V cv[4];
+    for (int q = 0; q < 4; ++q) cv[q] = set1(cf.p[q] ? cf.p[q][ci] : A(0));
+    const T* xs = x + off;
+    const T* ds = dy ? dy + off : nullptr;
+    write_row(out + off, L, streaming, [&](int64_t j, int64_t k) {
+      return op(load_n(xs, j, k), ds ? load_n(ds, j, k) : cv[0], cv);
+    });
+  }
+
   template <class Op>
   static void apply_unit(const Units& P, int64_t u, const T* x, const T* dy, T* out, const Coef4& cf, bool streaming,
                          Op op) {
     const int64_t C = P.C, S = P.S;
     if (P.layout == Layout::ncs) {
       const Units::Part pt = P.part(u, cf.ns);  // P is not grouped
-      const int64_t off = pt.off, L = pt.len;
-      V cv[4];
-      for (int q = 0; q < 4; ++q) cv[q] = set1(cf.p[q] ? cf.p[q][pt.coef] : A(0));
-      const T* xs = x + off;
-      const T* ds = dy ? dy + off : nullptr;
-      write_row(out + off, L, streaming, [&](int64_t j, int64_t k) {
-        return op(load_n(xs, j, k), ds ? load_n(ds, j, k) : cv[0], cv);
-      });
+      apply_span(x, dy, out, pt.off, pt.len, pt.coef, cf, streaming, op);
       return;
     }
     const int64_t r0 = P.ru.begin(u), r1 = P.ru.end(u), set = (r0 / S) * cf.set_stride;
