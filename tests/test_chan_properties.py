@@ -234,6 +234,22 @@ def test_results_do_not_depend_on_alignment(isa, rng, dtype, ca, c):
             np.testing.assert_array_equal(a, e, err_msg=f"offset {k} elements, output {i}")
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_nchw_backward_sums_do_not_depend_on_alignment(isa, rng, dtype):
+    # NCHW spans of 99 values: when x and dy are equally misaligned, the backward sums load them
+    # from the vector boundary below each span and rotate their accumulators back (AVX-512,
+    # float32/float64); otherwise they load at the span. Every pair of offsets must give the
+    # same bits, also for a channel whose dy is all -0.0 (masked lanes add +0.0 to other cells).
+    x, dy, w, b, rm, rv = run_all_inputs(rng, (3, 4, 9, 11), dtype, 1)
+    dy[:, 1] = -0.0
+    expected = run_all(at_offset(x, 0), at_offset(dy, 0), w, b, rm, rv, 1, groups=2)
+    n = 64 // x.itemsize
+    for kx, kd in [(k, k) for k in range(1, n)] + [(1, 2), (3, 0), (0, n - 1)]:
+        got = run_all(at_offset(x, kx), at_offset(dy, kd), w, b, rm, rv, 1, groups=2)
+        for i, (a, e) in enumerate(zip(got, expected)):
+            np.testing.assert_array_equal(a.view(np.uint8), e.view(np.uint8), err_msg=f"offsets {kx}, {kd}: output {i}")
+
+
 @pytest.mark.parametrize("ca", LAYOUTS, ids=LAYOUT_IDS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_strided_running_statistics(isa, rng, dtype, ca):

@@ -326,17 +326,81 @@ template <class T> struct Kern {
 
   static constexpr int kSumBlock = 8;  // vectors per channel block of the nsc sums
 
-  // Over L contiguous values: *s1 = sum(dy), *s2 = sum(dy * (x - m) * r).
+  // Over L contiguous values: *s1 = sum(dy), *s2 = sum(dy * (x - m) * r). Value j goes to
+  // accumulator (j / W) % 4, lane j % W: a ring of 4W cells, each summed in increasing j. When x
+  // and dy are equally misaligned by `off` values (and the ISA can rotate the ring), the loads
+  // start at the aligned address below the span instead (no load crosses a cache line), value j
+  // lands in cell (j + off) % 4W, and the ring is rotated back at the end: the same cells with the
+  // same sums. Masked lanes add +0 to some cells, which changes nothing: a cell starts at +0, so
+  // it is never -0. Bitwise the same results for any alignment.
   static void span_sums(const T* x, const T* dy, int64_t L, A m, A r, double* s1_out, double* s2_out) {
-    const V vm = set1(m), vr = set1(r);
-    V s1[4] = {set1(A(0)), set1(A(0)), set1(A(0)), set1(A(0))}, s2[4] = {s1[0], s1[0], s1[0], s1[0]};
-    for_vectors<W>(L, [&](int64_t j, int64_t n, int k) {  // scalar: s1 += dy; s2 += dy * (x - m) * r
-      V xh = (load_n(x, j, n) - vm) * vr;
-      if (n < W) xh = keep_first(xh, n);
-      const V g = load_n(dy, j, n);
-      s1[k] = s1[k] + g;
-      s2[k] = fma(g, xh, s2[k]);
-    });
+    const V vm = set1(m), vr = set1(r), z = set1(A(0));
+    V s1[4] = {z, z, z, z}, s2[4] = {z, z, z, z};
+    int64_t off = 0;
+    if constexpr (kHasRing && std::is_same_v<T, A> && W > 1) {
+      const int64_t hx = head_to_vector(x, L + W), hd = head_to_vector(dy, L + W);
+      if (hx > 0 && hx == hd && L >= 4 * W) off = W - hx;
+    }
+    const T* xa = x - off;
+    const T* da = dy - off;
+    const int64_t P = L + off;  // positions [off, P) of the aligned run
+    const auto step = [&](int64_t p, int k, int64_t lo, int64_t hi) __attribute__((always_inline)) {  // lanes [lo, hi)
+      if (lo == 0 && hi == W) {
+        const V g = loadu(da + p);
+        s1[k] = s1[k] + g;
+        s2[k] = fma(g, (loadu(xa + p) - vm) * vr, s2[k]);
+      } else {
+        V g, xh;
+        if constexpr (kHasRing && std::is_same_v<T, A>) {
+          g = load_range(da + p, lo, hi);
+          xh = keep_range((load_range(xa + p, lo, hi) - vm) * vr, lo, hi);
+        } else {  // lo == 0
+          g = load_tail(da + p, hi);
+          xh = keep_first((load_tail(xa + p, hi) - vm) * vr, hi);
+        }
+        s1[k] = s1[k] + g;
+        s2[k] = fma(g, xh, s2[k]);
+      }
+    };
+    // accumulator indices are constants everywhere (a runtime index would keep them in memory)
+    int64_t p = 0;
+    if (off > 0) {  // the first group, its first vector lanes [off, W) only
+      step(0, 0, off, W);
+      step(W, 1, 0, W);
+      step(2 * W, 2, 0, W);
+      step(3 * W, 3, 0, W);
+      p = 4 * W;
+    }
+    for (; p + 4 * W <= P; p += 4 * W) {
+      step(p, 0, 0, W);
+      step(p + W, 1, 0, W);
+      step(p + 2 * W, 2, 0, W);
+      step(p + 3 * W, 3, 0, W);
+    }
+    const int64_t nf = (P - p) / W, t = P - p - nf * W;  // full vectors left (< 4), then t values
+    if (nf > 0) step(p, 0, 0, W);
+    if (nf > 1) step(p + W, 1, 0, W);
+    if (nf > 2) step(p + 2 * W, 2, 0, W);
+    if (t > 0) {
+      const int64_t q = p + nf * W;
+      if (nf == 0) step(q, 0, 0, t);
+      else if (nf == 1) step(q, 1, 0, t);
+      else if (nf == 2) step(q, 2, 0, t);
+      else step(q, 3, 0, t);
+    }
+    if constexpr (kHasRing && std::is_same_v<T, A>) {
+      if (off > 0) {
+        const V a0 = s1[0], a1 = s1[1], a2 = s1[2], a3 = s1[3], b0 = s2[0], b1 = s2[1], b2 = s2[2], b3 = s2[3];
+        s1[0] = ring_shift(a0, a1, off);
+        s1[1] = ring_shift(a1, a2, off);
+        s1[2] = ring_shift(a2, a3, off);
+        s1[3] = ring_shift(a3, a0, off);
+        s2[0] = ring_shift(b0, b1, off);
+        s2[1] = ring_shift(b1, b2, off);
+        s2[2] = ring_shift(b2, b3, off);
+        s2[3] = ring_shift(b3, b0, off);
+      }
+    }
     *s1_out = reduce_add((s1[0] + s1[1]) + (s1[2] + s1[3]));
     *s2_out = reduce_add((s2[0] + s2[1]) + (s2[2] + s2[3]));
   }

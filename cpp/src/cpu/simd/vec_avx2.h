@@ -151,6 +151,7 @@ template <class T> inline void store_tail(T* p, VF a, int64_t n) {
 // keep_first: lanes >= n set to zero.
 inline VF keep_first(VF a, int64_t n) { return {_mm256_and_ps(a.v, _mm256_castsi256_ps(lane_mask32(n)))}; }
 inline VD keep_first(VD a, int64_t n) { return {_mm256_and_pd(a.v, _mm256_castsi256_pd(lane_mask64(n)))}; }
+constexpr bool kHasRing = false;  // (no ring rotation: see vec_avx512.h)
 
 // Non-temporal store of a full vector; p is aligned to W * sizeof(T) bytes.
 inline void stream(float* p, VF a) { _mm256_stream_ps(p, a.v); }

@@ -135,6 +135,30 @@ inline void store_tail(bf16* p, VF a, int64_t n) { _mm256_mask_storeu_epi16(p, m
 inline VF keep_first(VF a, int64_t n) { return {_mm512_maskz_mov_ps(mask16(n), a.v)}; }
 inline VD keep_first(VD a, int64_t n) { return {_mm512_maskz_mov_pd(mask8(n), a.v)}; }
 
+// Ring rotation (kHasRing): lanes [lo, hi) of p, the others zero (lo < hi <= W); and lane l of
+// ring_shift(a, b, s) is lane l + s of the 2W lanes of a then b (0 <= s < W).
+constexpr bool kHasRing = true;
+inline __mmask16 range16(int64_t lo, int64_t hi) {  // lanes lo <= i < hi set
+  return static_cast<__mmask16>(((1u << hi) - 1u) & ~((1u << lo) - 1u));
+}
+inline VF load_range(const float* p, int64_t lo, int64_t hi) { return {_mm512_maskz_loadu_ps(range16(lo, hi), p)}; }
+inline VD load_range(const double* p, int64_t lo, int64_t hi) {
+  return {_mm512_maskz_loadu_pd(static_cast<__mmask8>(range16(lo, hi)), p)};
+}
+inline VF keep_range(VF a, int64_t lo, int64_t hi) { return {_mm512_maskz_mov_ps(range16(lo, hi), a.v)}; }
+inline VD keep_range(VD a, int64_t lo, int64_t hi) {
+  return {_mm512_maskz_mov_pd(static_cast<__mmask8>(range16(lo, hi)), a.v)};
+}
+inline VF ring_shift(VF a, VF b, int64_t s) {
+  const __m512i idx = _mm512_add_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                       _mm512_set1_epi32(static_cast<int>(s)));
+  return {_mm512_permutex2var_ps(a.v, idx, b.v)};
+}
+inline VD ring_shift(VD a, VD b, int64_t s) {
+  const __m512i idx = _mm512_add_epi64(_mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7), _mm512_set1_epi64(s));
+  return {_mm512_permutex2var_pd(a.v, idx, b.v)};
+}
+
 // Non-temporal store of a full vector; p is aligned to W * sizeof(T) bytes.
 inline void stream(float* p, VF a) { _mm512_stream_ps(p, a.v); }
 inline void stream(double* p, VD a) { _mm512_stream_pd(p, a.v); }

@@ -127,6 +127,7 @@ template <class T> inline void store_tail(T* p, const VF& a, int64_t n) { for (i
 inline void store_tail(double* p, const VD& a, int64_t n) { for (int64_t i = 0; i < n; ++i) p[i] = a.v[i]; }
 // keep_first: lanes >= n set to zero.
 template <class V> inline V keep_first(V a, int64_t n) { for (int64_t i = n; i < V::W; ++i) a.v[i] = 0; return a; }
+constexpr bool kHasRing = false;  // (no ring rotation: see vec_avx512.h)
 
 // Non-temporal store of a full vector to an address aligned to W * sizeof(T): plain store here.
 template <class T, class V> inline void stream(T* p, const V& a) { storeu(p, a); }
