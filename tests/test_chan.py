@@ -106,12 +106,16 @@ def test_nchw_batch_norm_channel_by_channel(isa, rng, cache_sizes, dtype):
 def test_nchw_batch_norm_channel_blocks(isa, rng, cache_sizes, threads, dtype):
     # Planning for a 4 MiB last-level cache and a 48 KiB L2, NCHW BatchNorm whose inputs are in
     # the cache but not in the two threads' L2s runs in blocks of channels that fill half an L2
-    # (at least 16): 21 channels per block for the float32 backward, 42 for its forward (blocks
-    # cut at each thread's last channel); float64's backward blocks would be 10: phased.
+    # (at least 16; a thread's last block ends at its last channel). At (4, 256, 5, 7): float32
+    # backward blocks of 21 channels and forward of 43; float16/bfloat16 backward 43, forward
+    # phased (x fits in the L2s); float64 forward 21, backward phased (blocks of 10). At
+    # (8, 256, 5, 7): float16/bfloat16 forward 43 and backward 21, float32 forward 21; float32
+    # backward and float64 phased.
     cache_sizes(4 << 20, 48 << 10)
     nk.set_num_threads(2)
     check_batch_norm(rng, (4, 256, 5, 7), dtype, 1)
     check_batch_norm(rng, (4, 256, 5, 7), dtype, 1, affine=False)
+    check_batch_norm(rng, (8, 256, 5, 7), dtype, 1)
 
 
 @pytest.mark.parametrize("ca", LAYOUTS, ids=LAYOUT_IDS)

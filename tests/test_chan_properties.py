@@ -237,9 +237,9 @@ def test_results_do_not_depend_on_alignment(isa, rng, dtype, ca, c):
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_nchw_backward_sums_do_not_depend_on_alignment(isa, rng, dtype):
     # NCHW spans of 99 values: when x and dy are equally misaligned, the backward sums load them
-    # from the vector boundary below each span and rotate their accumulators back (AVX-512,
-    # float32/float64); otherwise they load at the span. Every pair of offsets must give the
-    # same bits, also for a channel whose dy is all -0.0 (masked lanes add +0.0 to other cells).
+    # from the vector boundary below each span and rotate their accumulators back (float32 and
+    # float64, every ISA); otherwise they load at the span. Equal offsets and some unequal pairs
+    # must all give the same bits, also with a channel whose dy is all -0.0.
     x, dy, w, b, rm, rv = run_all_inputs(rng, (3, 4, 9, 11), dtype, 1)
     dy[:, 1] = -0.0
     expected = run_all(at_offset(x, 0), at_offset(dy, 0), w, b, rm, rv, 1, groups=2)
@@ -405,8 +405,9 @@ def test_bitwise_identical_for_any_cache_size(isa, rng, threads, cache_sizes, dt
     # With a 64 KiB last-level cache and a 32 KiB L2 planned for, outputs bypass the cache and
     # NCHW BatchNorm runs channel by channel when each thread has at least 4 channels: with 6
     # channels, on one thread but not on two or three. The values must not change.
-    # With a 4 MiB last-level cache and a 48 KiB L2, (4, 256, 5, 7) runs in blocks of channels
-    # (test_nchw_batch_norm_channel_blocks) on two threads, and its backward also on three.
+    # With a 4 MiB last-level cache and a 48 KiB L2, (4, 256, 5, 7) runs NCHW BatchNorm in blocks
+    # of channels (test_nchw_batch_norm_channel_blocks): float32 on two threads, its backward
+    # also on three; float16/bfloat16 backward and float64 forward too.
     for shape, llc, l2, groups in [((6, 6, 20, 20), 64 << 10, 32 << 10, 3), ((4, 256, 5, 7), 4 << 20, 48 << 10, 32)]:
         x, dy, w, b, rm, rv = run_all_inputs(rng, shape, dtype, ca)
         cache_sizes(0, 0)

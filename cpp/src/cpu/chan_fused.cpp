@@ -6,10 +6,11 @@
 // the elementwise pass to the same part of the tensor it reduced (for the forward's short ncs
 // spans, grouped across samples in (1), the same share of the spans in sample order), which is
 // still in its cache when the tensor is small enough. Phases are separated by barriers; no
-// result depends on which thread ran what. NCHW tensors past the threads' L2s run the three
-// phases per block of channels instead, each thread a share of the channels: one channel at a
-// time past the last-level cache (use_by_channel), blocks that fill half an L2 inside it
-// (channel_block).
+// result depends on which thread ran what. NCHW BatchNorm (the forward in training) whose
+// inputs are past the threads' L2s runs the three phases per block of channels instead, each
+// thread a share of the channels and no barriers: one channel at a time past the last-level
+// cache (use_by_channel), blocks that fill half an L2 inside it when they hold at least 16
+// channels, else phased (channel_block).
 // GroupNorm/InstanceNorm forward (channels-last) runs the same three phases per batch of samples
 // small enough to stay in cache; their backward (NCHW) is fused per (n, g) block instead.
 #include "chan_kern.h"
@@ -54,11 +55,12 @@ template <class T> struct Fused : Kern<T> {
            bytes * C > last_level_cache_bytes();
   }
 
-  // Channels per block of NCHW BatchNorm run block by block (0: phased). Past the last-level
+  // Channels per block of NCHW BatchNorm run block by block (0: phased), counting the inputs
+  // read twice (`tensors`: x for the forward, x and dy for the backward). Past the last-level
   // cache: one (use_by_channel). Inside it, when the inputs do not fit in the threads' L2s: as
   // many channels as fill half an L2, so that the elementwise pass reads the block from L2, if
   // that is at least kMinBlock (smaller blocks measured slower than the phased path: 5 channels
-  // at 64x256x196, backward 3-7%).
+  // at 64x256x196, backward 3-7%); else phased. A thread's last block ends at its last channel.
   static constexpr int64_t kMinBlock = 16;
   static int64_t channel_block(Layout layout, int64_t N, int64_t C, int64_t S, int64_t tensors, int nt) {
     if (use_by_channel(layout, N, C, S, tensors, nt)) return 1;
@@ -66,7 +68,7 @@ template <class T> struct Fused : Kern<T> {
     if (layout != Layout::ncs || nt < 2 || per == 0 || per * C <= nt * l2 || per * C > last_level_cache_bytes())
       return 0;
     const int64_t cb = l2 / 2 / per;
-    return cb >= kMinBlock ? std::min(cb, (C + nt - 1) / nt) : 0;
+    return cb >= kMinBlock ? cb : 0;
   }
 
   static void bn_fwd(const BatchNormFwdArgs& a) {
@@ -142,8 +144,8 @@ template <class T> struct Fused : Kern<T> {
 
   static void bn_bwd(const BatchNormBwdArgs& a) {
     const Units P = make_units(a.layout, a.N, a.C, a.S, false);
-    const int64_t C = a.C, U = P.count(), w = P.width(), E = K::ext_len(C), elems = a.N * C * a.S;
-    const double count = static_cast<double>(a.N * a.S);
+    const int64_t C = a.C, S = a.S, U = P.count(), w = P.width(), E = K::ext_len(C), elems = a.N * C * S;
+    const double count = static_cast<double>(a.N * S);
     const T* x = static_cast<const T*>(a.x);
     const T* dy = static_cast<const T*>(a.dy);
     T* dx = static_cast<T*>(a.dx);
@@ -182,24 +184,23 @@ template <class T> struct Fused : Kern<T> {
         const int64_t c1 = part(C, t + 1, T_);
         for (int64_t c = part(C, t, T_); c < c1; c += cb) {
           const int64_t ce = std::min(c1, c + cb);
-          if (P.K == 1) {  // one unit per span: no index arithmetic per unit
-            const int64_t S = a.S;
+          if (P.K == 1) {  // one unit per (n, ch) span, unit n * C + ch: its kernels called directly
             for (int64_t n = 0; n < a.N; ++n)
-              for (int64_t u = n * C + c; u < n * C + ce; ++u)
-                K::span_sums(x + u * S, dy + u * S, S, mean[u - n * C], rstd[u - n * C], u1s + u, u2s + u);
+              for (int64_t ch = c, u = n * C + c; ch < ce; ++ch, ++u)
+                K::span_sums(x + u * S, dy + u * S, S, mean[ch], rstd[ch], u1s + u, u2s + u);
             coefficients(c, ce);
             for (int64_t n = a.N; n-- > 0;)  // newest first: still in L2
-              for (int64_t u = n * C + ce; u-- > n * C + c;)
-                K::apply_span(x, dy, dx, u * S, S, u - n * C, cf, streaming, typename K::GradOp{});
-            continue;
+              for (int64_t ch = ce; ch-- > c;)
+                K::apply_span(x, dy, dx, (n * C + ch) * S, S, ch, cf, streaming, typename K::GradOp{});
+          } else {
+            for (int64_t n = 0; n < a.N; ++n)
+              for (int64_t u = (n * C + c) * P.K; u < (n * C + ce) * P.K; ++u)
+                K::grad_sums_unit(P, x, dy, mean, rstd, 0, u, buf, u1s, u2s);
+            coefficients(c, ce);
+            for (int64_t n = a.N; n-- > 0;)  // newest first: still in L2
+              for (int64_t u = (n * C + ce) * P.K; u-- > (n * C + c) * P.K;)
+                K::apply_unit(P, u, x, dy, dx, cf, streaming, typename K::GradOp{});
           }
-          for (int64_t n = 0; n < a.N; ++n)
-            for (int64_t u = (n * C + c) * P.K; u < (n * C + ce) * P.K; ++u)
-              K::grad_sums_unit(P, x, dy, mean, rstd, 0, u, buf, u1s, u2s);
-          coefficients(c, ce);
-          for (int64_t n = a.N; n-- > 0;)  // newest first: still in L2
-            for (int64_t u = (n * C + ce) * P.K; u-- > (n * C + c) * P.K;)
-              K::apply_unit(P, u, x, dy, dx, cf, streaming, typename K::GradOp{});
         }
       } else {
         const int64_t u0 = part(U, t, T_), u1 = part(U, t + 1, T_);

@@ -328,41 +328,41 @@ template <class T> struct Kern {
 
   // Over L contiguous values: *s1 = sum(dy), *s2 = sum(dy * (x - m) * r). Value j goes to
   // accumulator (j / W) % 4, lane j % W: a ring of 4W cells, each summed in increasing j. When x
-  // and dy are equally misaligned by `off` values (and the ISA can rotate the ring), the loads
-  // start at the aligned address below the span instead (no load crosses a cache line), value j
-  // lands in cell (j + off) % 4W, and the ring is rotated back at the end: the same cells with the
-  // same sums. Masked lanes add +0 to some cells, which changes nothing: a cell starts at +0, so
-  // it is never -0. Bitwise the same results for any alignment.
+  // and dy are equally misaligned by `off` values (float32/float64), the loads start at the
+  // aligned address below the span instead (no load crosses a cache line), value j lands in cell
+  // (j + off) % 4W, and the ring is rotated back at the end: the same cells with the same sums.
+  // Masked lanes add +0 to some cells, which changes nothing: a cell starts at +0, so it is never
+  // -0. Bitwise the same results for any alignment. (x - off is only formed, never read: every
+  // lane before x is masked, and it lies in x's own aligned vector.)
   static void span_sums(const T* x, const T* dy, int64_t L, A m, A r, double* s1_out, double* s2_out) {
+    constexpr bool ring = std::is_same_v<T, A>;  // load_range / ring_shift exist for float, double
     const V vm = set1(m), vr = set1(r), z = set1(A(0));
     V s1[4] = {z, z, z, z}, s2[4] = {z, z, z, z};
     int64_t off = 0;
-    if constexpr (kHasRing && std::is_same_v<T, A> && W > 1) {
-      const int64_t hx = head_to_vector(x, L + W), hd = head_to_vector(dy, L + W);
+    if constexpr (ring) {
+      const int64_t hx = head_to_vector(x, W), hd = head_to_vector(dy, W);
       if (hx > 0 && hx == hd && L >= 4 * W) off = W - hx;
     }
     const T* xa = x - off;
     const T* da = dy - off;
-    const int64_t P = L + off;  // positions [off, P) of the aligned run
-    const auto step = [&](int64_t p, int k, int64_t lo, int64_t hi) __attribute__((always_inline)) {  // lanes [lo, hi)
+    const int64_t end = L + off;  // the values are positions [off, end) from xa and da
+    // scalar: s1 += dy; s2 += dy * (x - m) * r, for lanes [lo, hi) of the vector at position p
+    const auto step = [&](int64_t p, int k, int64_t lo, int64_t hi) __attribute__((always_inline)) {
+      V g, xh;
       if (lo == 0 && hi == W) {
-        const V g = loadu(da + p);
-        s1[k] = s1[k] + g;
-        s2[k] = fma(g, (loadu(xa + p) - vm) * vr, s2[k]);
-      } else {
-        V g, xh;
-        if constexpr (kHasRing && std::is_same_v<T, A>) {
-          g = load_range(da + p, lo, hi);
-          xh = keep_range((load_range(xa + p, lo, hi) - vm) * vr, lo, hi);
-        } else {  // lo == 0
-          g = load_tail(da + p, hi);
-          xh = keep_first((load_tail(xa + p, hi) - vm) * vr, hi);
-        }
-        s1[k] = s1[k] + g;
-        s2[k] = fma(g, xh, s2[k]);
+        g = loadu(da + p);
+        xh = (loadu(xa + p) - vm) * vr;
+      } else if constexpr (ring) {
+        g = load_range(da + p, lo, hi);
+        xh = keep_range((load_range(xa + p, lo, hi) - vm) * vr, lo, hi);
+      } else {  // lo == 0
+        g = load_tail(da + p, hi);
+        xh = keep_first((load_tail(xa + p, hi) - vm) * vr, hi);
       }
+      s1[k] = s1[k] + g;
+      s2[k] = fma(g, xh, s2[k]);
     };
-    // accumulator indices are constants everywhere (a runtime index would keep them in memory)
+    // The accumulator index is a constant at every call (a runtime index keeps them in memory).
     int64_t p = 0;
     if (off > 0) {  // the first group, its first vector lanes [off, W) only
       step(0, 0, off, W);
@@ -371,38 +371,41 @@ template <class T> struct Kern {
       step(3 * W, 3, 0, W);
       p = 4 * W;
     }
-    for (; p + 4 * W <= P; p += 4 * W) {
+    for (; p + 4 * W <= end; p += 4 * W) {
       step(p, 0, 0, W);
       step(p + W, 1, 0, W);
       step(p + 2 * W, 2, 0, W);
       step(p + 3 * W, 3, 0, W);
     }
-    const int64_t nf = (P - p) / W, t = P - p - nf * W;  // full vectors left (< 4), then t values
+    const int64_t nf = (end - p) / W, t = end - p - nf * W;  // whole vectors left (< 4), then t values
     if (nf > 0) step(p, 0, 0, W);
     if (nf > 1) step(p + W, 1, 0, W);
     if (nf > 2) step(p + 2 * W, 2, 0, W);
     if (t > 0) {
       const int64_t q = p + nf * W;
-      if (nf == 0) step(q, 0, 0, t);
-      else if (nf == 1) step(q, 1, 0, t);
-      else if (nf == 2) step(q, 2, 0, t);
-      else step(q, 3, 0, t);
+      switch (nf) {
+        case 0: step(q, 0, 0, t); break;
+        case 1: step(q, 1, 0, t); break;
+        case 2: step(q, 2, 0, t); break;
+        default: step(q, 3, 0, t); break;
+      }
     }
-    if constexpr (kHasRing && std::is_same_v<T, A>) {
+    if constexpr (ring) {
       if (off > 0) {
-        const V a0 = s1[0], a1 = s1[1], a2 = s1[2], a3 = s1[3], b0 = s2[0], b1 = s2[1], b2 = s2[2], b3 = s2[3];
-        s1[0] = ring_shift(a0, a1, off);
-        s1[1] = ring_shift(a1, a2, off);
-        s1[2] = ring_shift(a2, a3, off);
-        s1[3] = ring_shift(a3, a0, off);
-        s2[0] = ring_shift(b0, b1, off);
-        s2[1] = ring_shift(b1, b2, off);
-        s2[2] = ring_shift(b2, b3, off);
-        s2[3] = ring_shift(b3, b0, off);
+        rotate4(s1, off);
+        rotate4(s2, off);
       }
     }
     *s1_out = reduce_add((s1[0] + s1[1]) + (s1[2] + s1[3]));
     *s2_out = reduce_add((s2[0] + s2[1]) + (s2[2] + s2[3]));
+  }
+  // The ring of 4W cells in s rotated down by `off` cells (0 < off < W).
+  static void rotate4(V (&s)[4], int64_t off) {
+    const V s0 = s[0];
+    s[0] = ring_shift(s0, s[1], off);
+    s[1] = ring_shift(s[1], s[2], off);
+    s[2] = ring_shift(s[2], s[3], off);
+    s[3] = ring_shift(s[3], s0, off);
   }
 
   static void grad_sums_unit(const Units& P, const T* x, const T* dy, const A* m, const A* r, int64_t ns, int64_t u,

@@ -39,8 +39,9 @@ template <class T, class V> inline V round_through(V v) {
   }
 }
 
-// f(j, n, k) over [0, N) in whole vectors from 0 (k = j / W % 4 picks one of four accumulators),
-// then the tail. Reductions use this fixed partition.
+// f(j, n, k) over [0, N) in whole vectors from 0 (k picks one of four accumulators: j / W % 4 in
+// the groups of four, then 0 for the vectors left and 1 for the tail). A fixed partition, for
+// reductions that must not depend on anything but N (the backward span sums keep their own).
 template <int64_t W, class F> inline void for_vectors(int64_t N, F&& f) {
   int64_t j = 0;
   for (; j + 4 * W <= N; j += 4 * W) {

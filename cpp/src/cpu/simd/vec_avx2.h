@@ -151,7 +151,29 @@ template <class T> inline void store_tail(T* p, VF a, int64_t n) {
 // keep_first: lanes >= n set to zero.
 inline VF keep_first(VF a, int64_t n) { return {_mm256_and_ps(a.v, _mm256_castsi256_ps(lane_mask32(n)))}; }
 inline VD keep_first(VD a, int64_t n) { return {_mm256_and_pd(a.v, _mm256_castsi256_pd(lane_mask64(n)))}; }
-constexpr bool kHasRing = false;  // (no ring rotation: see vec_avx512.h)
+
+// load_range: lanes [lo, hi) of p, the others zero (lo < hi <= W); keep_range: the others set to
+// zero; lane l of ring_shift(a, b, s) is lane l + s of the 2W lanes of a then b (0 <= s < W).
+inline __m256i range_mask32(int64_t lo, int64_t hi) { return _mm256_andnot_si256(lane_mask32(lo), lane_mask32(hi)); }
+inline __m256i range_mask64(int64_t lo, int64_t hi) { return _mm256_andnot_si256(lane_mask64(lo), lane_mask64(hi)); }
+inline VF load_range(const float* p, int64_t lo, int64_t hi) { return {_mm256_maskload_ps(p, range_mask32(lo, hi))}; }
+inline VD load_range(const double* p, int64_t lo, int64_t hi) { return {_mm256_maskload_pd(p, range_mask64(lo, hi))}; }
+inline VF keep_range(VF a, int64_t lo, int64_t hi) {
+  return {_mm256_and_ps(a.v, _mm256_castsi256_ps(range_mask32(lo, hi)))};
+}
+inline VD keep_range(VD a, int64_t lo, int64_t hi) {
+  return {_mm256_and_pd(a.v, _mm256_castsi256_pd(range_mask64(lo, hi)))};
+}
+inline __m256 ring_shift32(__m256 a, __m256 b, int64_t s) {  // 8 32-bit lanes shifted by s (< 8)
+  const __m256i j = _mm256_add_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(static_cast<int>(s)));
+  const __m256i idx = _mm256_and_si256(j, _mm256_set1_epi32(7));
+  const __m256 from_b = _mm256_castsi256_ps(_mm256_cmpgt_epi32(j, _mm256_set1_epi32(7)));
+  return _mm256_blendv_ps(_mm256_permutevar8x32_ps(a, idx), _mm256_permutevar8x32_ps(b, idx), from_b);
+}
+inline VF ring_shift(VF a, VF b, int64_t s) { return {ring_shift32(a.v, b.v, s)}; }
+inline VD ring_shift(VD a, VD b, int64_t s) {  // a double is two 32-bit lanes
+  return {_mm256_castps_pd(ring_shift32(_mm256_castpd_ps(a.v), _mm256_castpd_ps(b.v), 2 * s))};
+}
 
 // Non-temporal store of a full vector; p is aligned to W * sizeof(T) bytes.
 inline void stream(float* p, VF a) { _mm256_stream_ps(p, a.v); }

@@ -135,9 +135,8 @@ inline void store_tail(bf16* p, VF a, int64_t n) { _mm256_mask_storeu_epi16(p, m
 inline VF keep_first(VF a, int64_t n) { return {_mm512_maskz_mov_ps(mask16(n), a.v)}; }
 inline VD keep_first(VD a, int64_t n) { return {_mm512_maskz_mov_pd(mask8(n), a.v)}; }
 
-// Ring rotation (kHasRing): lanes [lo, hi) of p, the others zero (lo < hi <= W); and lane l of
-// ring_shift(a, b, s) is lane l + s of the 2W lanes of a then b (0 <= s < W).
-constexpr bool kHasRing = true;
+// load_range: lanes [lo, hi) of p, the others zero (lo < hi <= W); keep_range: the others set to
+// zero; lane l of ring_shift(a, b, s) is lane l + s of the 2W lanes of a then b (0 <= s < W).
 inline __mmask16 range16(int64_t lo, int64_t hi) {  // lanes lo <= i < hi set
   return static_cast<__mmask16>(((1u << hi) - 1u) & ~((1u << lo) - 1u));
 }

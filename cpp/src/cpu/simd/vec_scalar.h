@@ -127,7 +127,25 @@ template <class T> inline void store_tail(T* p, const VF& a, int64_t n) { for (i
 inline void store_tail(double* p, const VD& a, int64_t n) { for (int64_t i = 0; i < n; ++i) p[i] = a.v[i]; }
 // keep_first: lanes >= n set to zero.
 template <class V> inline V keep_first(V a, int64_t n) { for (int64_t i = n; i < V::W; ++i) a.v[i] = 0; return a; }
-constexpr bool kHasRing = false;  // (no ring rotation: see vec_avx512.h)
+// load_range: lanes [lo, hi) of p, the others zero (lo < hi <= W); keep_range: the others set to
+// zero; lane l of ring_shift(a, b, s) is lane l + s of the 2W lanes of a then b (0 <= s < W).
+template <class V, class T> inline V load_range_of(const T* p, int64_t lo, int64_t hi) {
+  V r = set1(T(0));
+  for (int64_t i = lo; i < hi; ++i) r.v[i] = p[i];
+  return r;
+}
+inline VF load_range(const float* p, int64_t lo, int64_t hi) { return load_range_of<VF>(p, lo, hi); }
+inline VD load_range(const double* p, int64_t lo, int64_t hi) { return load_range_of<VD>(p, lo, hi); }
+template <class V> inline V keep_range(V a, int64_t lo, int64_t hi) {
+  for (int64_t i = 0; i < V::W; ++i)
+    if (i < lo || i >= hi) a.v[i] = 0;
+  return a;
+}
+template <class V> inline V ring_shift(const V& a, const V& b, int64_t s) {
+  V r;
+  for (int64_t i = 0; i < V::W; ++i) r.v[i] = i + s < V::W ? a.v[i + s] : b.v[i + s - V::W];
+  return r;
+}
 
 // Non-temporal store of a full vector to an address aligned to W * sizeof(T): plain store here.
 template <class T, class V> inline void stream(T* p, const V& a) { storeu(p, a); }
