@@ -70,6 +70,20 @@ template <class T> struct Fused : Kern<T> {
     const int64_t cb = l2 / 2 / per;
     return cb >= kMinBlock ? cb : 0;
   }
+  // Thread t's share of the C channels, cb at a time: reduce(n, c0, c1) for n in [0, nr) in order,
+  // then coefficients(c0, c1), then apply(n, c0, c1) for n from na - 1 down (newest first: still in
+  // L2). The same unit partials as the phased path, merged in the same order.
+  template <class R, class Co, class Ap>
+  static void channel_blocks(int64_t C, int64_t cb, int t, int T_, int64_t nr, int64_t na, R&& reduce,
+                             Co&& coefficients, Ap&& apply) {
+    const int64_t c1 = part(C, t + 1, T_);
+    for (int64_t c = part(C, t, T_); c < c1; c += cb) {
+      const int64_t ce = std::min(c1, c + cb);
+      for (int64_t n = 0; n < nr; ++n) reduce(n, c, ce);
+      coefficients(c, ce);
+      for (int64_t n = na; n-- > 0;) apply(n, c, ce);
+    }
+  }
 
   static void bn_fwd(const BatchNormFwdArgs& a) {
     const Units P = make_units(a.layout, a.N, a.C, a.S, false, true), Pa = make_units(a.layout, a.N, a.C, a.S, false);
@@ -116,17 +130,17 @@ template <class T> struct Fused : Kern<T> {
     const Coef4 cf = tables(tab, E, 3);
     const int64_t cb = a.training ? channel_block(a.layout, a.N, C, a.S, 1, nt) : 0;
     region(nt, [&](int t, int T_) {
-      if (cb > 0) {  // (as in bn_bwd)
-        const int64_t c1 = part(C, t + 1, T_);
-        for (int64_t c = part(C, t, T_); c < c1; c += cb) {
-          const int64_t ce = std::min(c1, c + cb);
-          for (int64_t b = 0; b < P.blocks(); ++b)
-            for (int64_t u = (b * C + c) * P.K; u < (b * C + ce) * P.K; ++u) K::stats_unit(P, x, u, um, uq);
-          coefficients(c, ce);
-          for (int64_t n = a.N; n-- > 0;)  // newest first: still in L2
-            for (int64_t u = (n * C + ce) * Pa.K; u-- > (n * C + c) * Pa.K;)
-              K::apply_unit(Pa, u, x, nullptr, y, cf, streaming, typename K::AffineOp{});
-        }
+      if (cb > 0) {  // statistics by sample block (short spans are grouped), elementwise by sample
+        channel_blocks(
+            C, cb, t, T_, P.blocks(), a.N,
+            [&](int64_t b, int64_t c0, int64_t c1) {
+              for (int64_t u = (b * C + c0) * P.K; u < (b * C + c1) * P.K; ++u) K::stats_unit(P, x, u, um, uq);
+            },
+            coefficients,
+            [&](int64_t n, int64_t c0, int64_t c1) {
+              for (int64_t u = (n * C + c1) * Pa.K; u-- > (n * C + c0) * Pa.K;)
+                K::apply_unit(Pa, u, x, nullptr, y, cf, streaming, typename K::AffineOp{});
+            });
       } else {
         const int64_t u0 = part(U, t, T_), u1 = part(U, t + 1, T_);
         if (a.training) {
@@ -180,28 +194,26 @@ template <class T> struct Fused : Kern<T> {
     const int64_t cb = channel_block(a.layout, a.N, C, a.S, 2, nt);
     region(nt, [&](int t, int T_) {
       A* buf = bufs + t * 2 * par::padded<A>(C);
-      if (cb > 0) {
-        const int64_t c1 = part(C, t + 1, T_);
-        for (int64_t c = part(C, t, T_); c < c1; c += cb) {
-          const int64_t ce = std::min(c1, c + cb);
-          if (P.K == 1) {  // one unit per (n, ch) span, unit n * C + ch: its kernels called directly
-            for (int64_t n = 0; n < a.N; ++n)
-              for (int64_t ch = c, u = n * C + c; ch < ce; ++ch, ++u)
-                K::span_sums(x + u * S, dy + u * S, S, mean[ch], rstd[ch], u1s + u, u2s + u);
-            coefficients(c, ce);
-            for (int64_t n = a.N; n-- > 0;)  // newest first: still in L2
-              for (int64_t ch = ce; ch-- > c;)
-                K::apply_span(x, dy, dx, (n * C + ch) * S, S, ch, cf, streaming, typename K::GradOp{});
-          } else {
-            for (int64_t n = 0; n < a.N; ++n)
-              for (int64_t u = (n * C + c) * P.K; u < (n * C + ce) * P.K; ++u)
-                K::grad_sums_unit(P, x, dy, mean, rstd, 0, u, buf, u1s, u2s);
-            coefficients(c, ce);
-            for (int64_t n = a.N; n-- > 0;)  // newest first: still in L2
-              for (int64_t u = (n * C + ce) * P.K; u-- > (n * C + c) * P.K;)
-                K::apply_unit(P, u, x, dy, dx, cf, streaming, typename K::GradOp{});
-          }
-        }
+      if (cb > 0) {  // with one unit per (n, ch) span (unit n * C + ch), its kernels are called directly
+        channel_blocks(
+            C, cb, t, T_, a.N, a.N,
+            [&](int64_t n, int64_t c0, int64_t c1) {
+              if (P.K == 1)
+                for (int64_t ch = c0, u = n * C + c0; ch < c1; ++ch, ++u)
+                  K::span_sums(x + u * S, dy + u * S, S, mean[ch], rstd[ch], u1s + u, u2s + u);
+              else
+                for (int64_t u = (n * C + c0) * P.K; u < (n * C + c1) * P.K; ++u)
+                  K::grad_sums_unit(P, x, dy, mean, rstd, 0, u, buf, u1s, u2s);
+            },
+            coefficients,
+            [&](int64_t n, int64_t c0, int64_t c1) {
+              if (P.K == 1)
+                for (int64_t ch = c1; ch-- > c0;)
+                  K::apply_span(x, dy, dx, (n * C + ch) * S, S, ch, cf, streaming, typename K::GradOp{});
+              else
+                for (int64_t u = (n * C + c1) * P.K; u-- > (n * C + c0) * P.K;)
+                  K::apply_unit(P, u, x, dy, dx, cf, streaming, typename K::GradOp{});
+            });
       } else {
         const int64_t u0 = part(U, t, T_), u1 = part(U, t + 1, T_);
         for (int64_t u = u0; u < u1; ++u) K::grad_sums_unit(P, x, dy, mean, rstd, 0, u, buf, u1s, u2s);
