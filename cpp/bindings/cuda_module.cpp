@@ -1,0 +1,212 @@
+// normkit._cuda: the CUDA half, built when NORMKIT_CUDA is on. Low level: device queries, DLPack
+// import/export and the kernels' entry points taking raw device pointers (Python ints, 0 for
+// none). normkit/_gpu.py validates arrays and calls these; importing this module never needs a
+// GPU or a driver (the CUDA runtime is linked statically and loads the driver on first use).
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "dlpack_abi.h"
+#include "normkit/cuda.h"
+
+namespace py = pybind11;
+
+namespace nk::bind {
+namespace {
+
+void check(const char* err, const char* what) {
+  if (err) throw std::runtime_error(std::string(what) + ": CUDA error: " + err);
+}
+
+template <class P> P* ptr(uintptr_t p) { return reinterpret_cast<P*>(p); }
+void* stream_of(uintptr_t s) { return reinterpret_cast<void*>(s); }
+
+// ---- DLPack import ---------------------------------------------------------------------------
+
+// obj.__dlpack__(stream=...) read without taking ownership: the returned dict keeps the capsule,
+// whose destructor releases the producer's export when the dict is dropped.
+py::dict dlpack_info(py::object obj, py::object stream) {
+  py::object cap = stream.is_none() ? obj.attr("__dlpack__")() : obj.attr("__dlpack__")(py::arg("stream") = stream);
+  const dl::Tensor* t = nullptr;
+  if (PyCapsule_IsValid(cap.ptr(), "dltensor")) {
+    t = &static_cast<dl::ManagedTensor*>(PyCapsule_GetPointer(cap.ptr(), "dltensor"))->dl_tensor;
+  } else if (PyCapsule_IsValid(cap.ptr(), "dltensor_versioned")) {
+    t = &static_cast<dl::ManagedTensorVersioned*>(PyCapsule_GetPointer(cap.ptr(), "dltensor_versioned"))->dl_tensor;
+  } else {
+    throw py::type_error("__dlpack__() did not return a DLPack capsule");
+  }
+  py::list shape, strides;
+  for (int32_t d = 0; d < t->ndim; ++d) {
+    shape.append(t->shape[d]);
+    if (t->strides) strides.append(t->strides[d]);
+  }
+  py::dict r;
+  r["ptr"] = reinterpret_cast<uintptr_t>(t->data) + t->byte_offset;
+  r["shape"] = py::tuple(shape);
+  r["strides"] = t->strides ? py::object(py::tuple(strides)) : py::object(py::none());
+  r["dtype"] = py::make_tuple(t->dtype.code, t->dtype.bits, t->dtype.lanes);
+  r["device"] = py::make_tuple(t->device.device_type, t->device.device_id);
+  r["capsule"] = cap;
+  return r;
+}
+
+// ---- device buffers (DLPack export) ----------------------------------------------------------
+
+struct Memory {
+  int dev;
+  void* p = nullptr;
+  Memory(int d, int64_t bytes) : dev(d) { check(nk::cuda::malloc_device(d, bytes, &p), "cudaMalloc"); }
+  ~Memory() {
+    if (p) nk::cuda::free_device(dev, p);
+  }
+};
+
+// Device memory owned by normkit, handed to libraries that cannot allocate for normkit (JAX)
+// through DLPack or __cuda_array_interface__. C-contiguous.
+class DeviceBuffer {
+ public:
+  DeviceBuffer(int dev, std::vector<int64_t> shape, int code, int bits, std::string typestr)
+      : shape_(std::move(shape)), dtype_{static_cast<uint8_t>(code), static_cast<uint8_t>(bits), 1},
+        typestr_(std::move(typestr)) {
+    int64_t n = 1;
+    for (int64_t s : shape_) n *= s;
+    mem_ = std::make_shared<Memory>(dev, n * (bits / 8));
+  }
+  uintptr_t ptr() const { return reinterpret_cast<uintptr_t>(mem_->p); }
+  int device() const { return mem_->dev; }
+
+  // The consumer may use the data on any stream: the producing stream is synchronized first.
+  py::capsule dlpack(uintptr_t producer_stream) const {
+    check(nk::cuda::stream_synchronize(mem_->dev, stream_of(producer_stream)), "cudaStreamSynchronize");
+    struct Ctx {
+      std::shared_ptr<Memory> mem;
+      std::vector<int64_t> shape;
+    };
+    auto* ctx = new Ctx{mem_, shape_};
+    auto* m = new dl::ManagedTensor{};
+    m->dl_tensor.data = mem_->p;
+    m->dl_tensor.device = {dl::kCUDA, mem_->dev};
+    m->dl_tensor.ndim = static_cast<int32_t>(shape_.size());
+    m->dl_tensor.dtype = dtype_;
+    m->dl_tensor.shape = ctx->shape.data();
+    m->dl_tensor.strides = nullptr;
+    m->dl_tensor.byte_offset = 0;
+    m->manager_ctx = ctx;
+    m->deleter = [](dl::ManagedTensor* self) {
+      delete static_cast<Ctx*>(self->manager_ctx);
+      delete self;
+    };
+    // An unconsumed capsule (still named "dltensor") releases the export itself.
+    PyObject* cap = PyCapsule_New(m, "dltensor", [](PyObject* c) {
+      if (PyCapsule_IsValid(c, "dltensor")) {
+        auto* mt = static_cast<dl::ManagedTensor*>(PyCapsule_GetPointer(c, "dltensor"));
+        mt->deleter(mt);
+      }
+    });
+    if (!cap) {
+      m->deleter(m);
+      throw py::error_already_set();
+    }
+    return py::reinterpret_steal<py::capsule>(cap);
+  }
+
+  py::dict cuda_array_interface() const {
+    py::dict d;
+    d["shape"] = py::tuple(py::cast(shape_));
+    d["typestr"] = typestr_;
+    d["data"] = py::make_tuple(ptr(), false);
+    d["strides"] = py::none();
+    d["version"] = 3;
+    d["stream"] = py::none();  // the data is ready: dlpack()/the caller synchronized
+    return d;
+  }
+  const std::vector<int64_t>& shape() const { return shape_; }
+
+ private:
+  std::shared_ptr<Memory> mem_;
+  std::vector<int64_t> shape_;
+  dl::DataType dtype_;
+  std::string typestr_;
+};
+
+// ---- ops -------------------------------------------------------------------------------------
+
+void row_norm_fwd(bool rms, int dtype, int64_t M, int64_t N, uintptr_t x, int64_t ldx, uintptr_t res, int64_t ldr,
+                  uintptr_t weight, uintptr_t bias, uintptr_t y, uintptr_t h, uintptr_t mean, uintptr_t rstd,
+                  double eps, int dev, uintptr_t stream) {
+  RowNormFwdArgs a{};
+  a.dtype = static_cast<DType>(dtype);
+  a.M = M;
+  a.N = N;
+  a.x = ptr<const void>(x);
+  a.ldx = ldx;
+  a.res = ptr<const void>(res);
+  a.ldr = ldr;
+  a.weight = ptr<const void>(weight);
+  a.bias = ptr<const void>(bias);
+  a.y = ptr<void>(y);
+  a.h = ptr<void>(h);
+  a.mean = ptr<void>(mean);
+  a.rstd = ptr<void>(rstd);
+  a.eps = eps;
+  const char* err;
+  {
+    py::gil_scoped_release nogil;
+    err = rms ? nk::cuda::rms_norm_fwd(a, dev, stream_of(stream)) : nk::cuda::layer_norm_fwd(a, dev, stream_of(stream));
+  }
+  check(err, rms ? "rms_norm forward" : "layer_norm forward");
+}
+
+void row_norm_bwd(bool rms, int dtype, int64_t M, int64_t N, uintptr_t dy, int64_t lddy, uintptr_t x, int64_t ldx,
+                  uintptr_t mean, uintptr_t rstd, uintptr_t weight, uintptr_t dx, uintptr_t dweight, uintptr_t dbias,
+                  int dev, uintptr_t stream) {
+  RowNormBwdArgs a{};
+  a.dtype = static_cast<DType>(dtype);
+  a.M = M;
+  a.N = N;
+  a.dy = ptr<const void>(dy);
+  a.lddy = lddy;
+  a.x = ptr<const void>(x);
+  a.ldx = ldx;
+  a.mean = ptr<const void>(mean);
+  a.rstd = ptr<const void>(rstd);
+  a.weight = ptr<const void>(weight);
+  a.dx = ptr<void>(dx);
+  a.dweight = ptr<void>(dweight);
+  a.dbias = ptr<void>(dbias);
+  const char* err;
+  {
+    py::gil_scoped_release nogil;
+    err = rms ? nk::cuda::rms_norm_bwd(a, dev, stream_of(stream)) : nk::cuda::layer_norm_bwd(a, dev, stream_of(stream));
+  }
+  check(err, rms ? "rms_norm backward" : "layer_norm backward");
+}
+
+}  // namespace
+}  // namespace nk::bind
+
+PYBIND11_MODULE(_cuda, m) {
+  using namespace nk::bind;
+  m.doc() = "normkit CUDA kernels (low level; use the normkit functions with GPU arrays).";
+  m.def("device_count", &nk::cuda::device_count, "Usable CUDA devices (0 without a driver or GPU).");
+  m.def("device_name", &nk::cuda::device_name, py::arg("dev"));
+  m.def("stream_synchronize", [](int dev, uintptr_t s) { check(nk::cuda::stream_synchronize(dev, stream_of(s)), "sync"); },
+        py::arg("dev"), py::arg("stream"));
+  m.def("dlpack_info", &dlpack_info, py::arg("obj"), py::arg("stream") = py::none(),
+        "obj.__dlpack__() read as a dict: ptr, shape, strides (elements or None), dtype (code, bits, lanes), "
+        "device (type, id), capsule (keeps the export alive).");
+  py::class_<DeviceBuffer>(m, "DeviceBuffer")
+      .def(py::init<int, std::vector<int64_t>, int, int, std::string>(), py::arg("device"), py::arg("shape"),
+           py::arg("code"), py::arg("bits"), py::arg("typestr"))
+      .def_property_readonly("ptr", &DeviceBuffer::ptr)
+      .def_property_readonly("shape", [](const DeviceBuffer& b) { return py::tuple(py::cast(b.shape())); })
+      .def("__dlpack_device__", [](const DeviceBuffer& b) { return py::make_tuple(static_cast<int>(dl::kCUDA), b.device()); })
+      .def("_dlpack", &DeviceBuffer::dlpack, py::arg("producer_stream"))
+      .def_property_readonly("__cuda_array_interface__", &DeviceBuffer::cuda_array_interface);
+  m.def("row_norm_fwd", &row_norm_fwd);
+  m.def("row_norm_bwd", &row_norm_bwd);
+}

@@ -1,0 +1,35 @@
+// normkit — CUDA entry points (compiled into normkit._cuda when NORMKIT_CUDA is on).
+//
+// Each op takes the CPU kernel's argument struct (norm.h, dropout.h, regularize.h) with device
+// pointers instead of host ones, the CUDA device that owns them and a stream (a cudaStream_t; 0
+// is the legacy default stream). The work is enqueued on that stream and nothing waits for it.
+// Returns nullptr on success, else a static message (CUDA's error text). No exceptions.
+//
+// Results are bitwise reproducible: every reduction combines fixed partials in a fixed order
+// (no atomics), and how the work is split depends only on the shapes, never on the device.
+// Indices are 64-bit throughout.
+#pragma once
+#include <cstdint>
+
+#include "normkit/dropout.h"
+#include "normkit/norm.h"
+#include "normkit/regularize.h"
+
+namespace nk::cuda {
+
+// Number of usable CUDA devices; 0 when there is no driver or no device (never fails).
+int device_count();
+// "name (sm_XY)" of device `dev`, or the error text.
+const char* device_name(int dev);
+
+// Device memory owned by normkit (outputs for libraries that cannot allocate for us).
+const char* malloc_device(int dev, int64_t bytes, void** ptr);
+const char* free_device(int dev, void* ptr);
+const char* stream_synchronize(int dev, void* stream);
+
+const char* layer_norm_fwd(const RowNormFwdArgs& args, int dev, void* stream);
+const char* rms_norm_fwd(const RowNormFwdArgs& args, int dev, void* stream);
+const char* layer_norm_bwd(const RowNormBwdArgs& args, int dev, void* stream);
+const char* rms_norm_bwd(const RowNormBwdArgs& args, int dev, void* stream);
+
+}  // namespace nk::cuda
