@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from . import _core
+from . import _core, _gpu
 
 
 def available_isas() -> tuple[str, ...]:
@@ -43,8 +43,8 @@ def get_num_threads() -> int:
 
 
 def has_cuda() -> bool:
-    """Whether the CUDA kernels are built and a GPU is usable (not in this build)."""
-    return False
+    """Whether the CUDA kernels are built (``normkit._cuda``) and a CUDA GPU is usable."""
+    return _gpu.has_cuda()
 
 
 def show_config(file: TextIO | None = None) -> None:
@@ -53,4 +53,9 @@ def show_config(file: TextIO | None = None) -> None:
     print(f"normkit {_core.__version__}", file=out)
     print(f"  isa:            {get_isa()} (available: {', '.join(available_isas())})", file=out)
     print(f"  threads:        {get_num_threads()}", file=out)
-    print(f"  cuda:           {'available' if has_cuda() else 'not available'}", file=out)
+    if has_cuda():
+        names = ", ".join(_gpu._cuda.device_name(d) for d in range(_gpu._cuda.device_count()))
+        cuda = f"available: {names}" + ("" if _gpu.VALIDATED else " (kernels not yet validated on a GPU)")
+    else:
+        cuda = "not built" if _gpu._cuda is None else "built, no usable GPU"
+    print(f"  cuda:           {cuda}", file=out)

@@ -1,0 +1,535 @@
+"""GPU arrays: recognising them, checking them, allocating results in the caller's library, and
+calling the CUDA kernels of ``normkit._cuda``.
+
+An argument is a GPU array when it exposes ``__dlpack__`` on a CUDA device (or
+``__cuda_array_interface__``): CuPy, PyTorch and JAX arrays. The public functions send a call
+here when any of their array arguments is one; every array argument must then be on the same
+GPU (mixing host and device arrays is a ``ValueError``: normkit never copies between them). Results
+are arrays of the input's library on the same device, computed on that library's current stream
+(JAX: after the inputs are ready, on the default stream, synchronized before JAX sees the
+result). This module is the GPU half of the bindings layer: it validates what the CPU bindings
+validate, with the same messages.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+
+try:
+    from . import _cuda
+except ImportError:  # built without CUDA
+    _cuda = None
+
+# The kernels compile here but have not yet run on a GPU (no GPU was available while they were
+# written): until a GPU run of tests/test_cuda.py passes, they run only when asked for explicitly.
+VALIDATED = False
+_UNVALIDATED_ENV = "NORMKIT_CUDA_UNVALIDATED"
+
+_DL_CUDA, _DL_CUDA_MANAGED = 2, 13
+_BF16 = np.dtype(ml_dtypes.bfloat16)
+# numpy dtype <-> (DLPack type code, bits), and normkit's DType numbering (types.h).
+_DLPACK = {
+    (2, 32): np.dtype(np.float32),
+    (2, 64): np.dtype(np.float64),
+    (2, 16): np.dtype(np.float16),
+    (4, 16): _BF16,
+}
+_DL_OF = {v: k for k, v in _DLPACK.items()}
+_NK_DTYPE = {np.dtype(np.float32): 0, np.dtype(np.float64): 1, np.dtype(np.float16): 2, _BF16: 3}
+
+
+def has_cuda() -> bool:
+    return _cuda is not None and _cuda.device_count() > 0
+
+
+def _device_of(obj: Any) -> int | None:
+    """CUDA device id of a GPU array, None for anything else (NumPy arrays, host tensors, None)."""
+    if obj is None or isinstance(obj, (np.ndarray, np.generic)):
+        return None
+    dlpack_device = getattr(obj, "__dlpack_device__", None)
+    if dlpack_device is not None:
+        try:
+            kind, dev = dlpack_device()
+        except Exception:  # noqa: BLE001 - a producer that cannot say where it lives is not a GPU array
+            return None
+        return int(dev) if kind in (_DL_CUDA, _DL_CUDA_MANAGED) else None
+    try:
+        obj.__cuda_array_interface__  # noqa: B018 - raises on host tensors
+    except (AttributeError, TypeError, RuntimeError):
+        return None
+    dev = getattr(obj, "device", None)
+    return int(getattr(dev, "id", getattr(dev, "index", 0)) or 0)
+
+
+def any_on_gpu(*objs: Any) -> bool:
+    return any(_device_of(o) is not None for o in objs)
+
+
+def _where(obj: Any) -> str:
+    dev = _device_of(obj)
+    if dev is not None:
+        return f"a {type(obj).__module__.split('.')[0]} array on cuda:{dev}"
+    if isinstance(obj, np.ndarray):
+        return "a NumPy array on the host"
+    return f"a {type(obj).__name__} on the host"
+
+
+# ---- libraries -------------------------------------------------------------------------------
+
+
+class _Lib:
+    """What normkit needs from an array library: its stream, new arrays, dtype casts, copies."""
+
+    def __init__(self, like: Any, dev: int) -> None:
+        self.dev = dev
+
+    def stream(self) -> int:
+        return 0
+
+    def before(self, arrays: list[Any]) -> None:
+        """Called before the kernels read `arrays`."""
+
+    def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> Any:
+        raise NotImplementedError
+
+    def finish(self, a: Any) -> Any:
+        """The array handed back to the caller."""
+        return a
+
+    def astype(self, a: Any, dtype: np.dtype) -> Any:
+        return a.astype(dtype)
+
+    def copy(self, a: Any) -> Any:
+        return a.copy()
+
+    def fill(self, a: Any, value: float) -> Any:
+        a.fill(value)
+        return a
+
+    writable = True
+
+
+class _Torch(_Lib):
+    def __init__(self, like: Any, dev: int) -> None:
+        import torch
+
+        super().__init__(like, dev)
+        self.t = torch
+        self.device = torch.device("cuda", dev)
+        self.dtypes = {
+            np.dtype(np.float32): torch.float32,
+            np.dtype(np.float64): torch.float64,
+            np.dtype(np.float16): torch.float16,
+            _BF16: torch.bfloat16,
+        }
+
+    def stream(self) -> int:
+        return int(self.t.cuda.current_stream(self.device).cuda_stream)
+
+    def empty(self, shape, dtype):
+        return self.t.empty(shape, dtype=self.dtypes[dtype], device=self.device)
+
+    def astype(self, a, dtype):
+        return a.to(self.dtypes[dtype])
+
+    def copy(self, a):
+        return a.clone(memory_format=self.t.contiguous_format)
+
+    def fill(self, a, value):
+        return a.fill_(value)
+
+
+class _CuPy(_Lib):
+    def __init__(self, like: Any, dev: int) -> None:
+        import cupy
+
+        super().__init__(like, dev)
+        self.cp = cupy
+
+    def stream(self) -> int:
+        with self.cp.cuda.Device(self.dev):
+            return int(self.cp.cuda.get_current_stream().ptr)
+
+    def empty(self, shape, dtype):
+        with self.cp.cuda.Device(self.dev):
+            return self.cp.empty(shape, dtype=dtype)
+
+    def copy(self, a):
+        with self.cp.cuda.Device(self.dev):
+            return self.cp.array(a, order="C", copy=True)
+
+
+class _Jax(_Lib):
+    """JAX arrays are immutable: results are normkit-owned buffers that JAX imports through DLPack."""
+
+    writable = False
+
+    def __init__(self, like: Any, dev: int) -> None:
+        import jax
+        import jax.numpy as jnp
+
+        super().__init__(like, dev)
+        self.jax, self.jnp = jax, jnp
+        self.device = like.devices().pop() if hasattr(like, "devices") else None
+
+    def before(self, arrays):
+        for a in arrays:
+            if hasattr(a, "block_until_ready"):
+                a.block_until_ready()
+
+    def empty(self, shape, dtype):
+        code, bits = _DL_OF[dtype]
+        return _Exported(_cuda.DeviceBuffer(self.dev, list(shape), code, bits, dtype.str), 0)
+
+    def finish(self, a):
+        return self.jax.dlpack.from_dlpack(a) if isinstance(a, _Exported) else a
+
+    def astype(self, a, dtype):
+        return self.jnp.asarray(a, dtype=dtype)
+
+    def copy(self, a):
+        return self.jnp.array(a, copy=True)
+
+    def fill(self, a, value):
+        return self.jnp.full(a.shape, value, dtype=a.dtype, device=self.device)
+
+
+class _Exported:
+    """A normkit DeviceBuffer seen through DLPack; the producing stream is synchronized on export."""
+
+    def __init__(self, buf: Any, stream: int) -> None:
+        self.buf, self.stream = buf, stream
+        self.shape = tuple(buf.shape)
+        self.dtype = np.dtype(buf.__cuda_array_interface__["typestr"])
+
+    def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
+        return self.buf._dlpack(self.stream)
+
+    def __dlpack_device__(self):
+        return self.buf.__dlpack_device__()
+
+    @property
+    def __cuda_array_interface__(self):
+        return self.buf.__cuda_array_interface__
+
+
+_LIBS = {"torch": _Torch, "cupy": _CuPy, "jax": _Jax, "jaxlib": _Jax}
+
+
+def _lib_of(obj: Any, dev: int) -> _Lib:
+    top = type(obj).__module__.split(".")[0]
+    if top not in _LIBS:
+        raise TypeError(
+            f"GPU arrays of type {type(obj).__module__}.{type(obj).__name__} are not supported; "
+            "pass a CuPy, PyTorch or JAX array"
+        )
+    return _LIBS[top](obj, dev)
+
+
+# ---- array views -----------------------------------------------------------------------------
+
+
+class _View:
+    """Pointer, shape, element strides and dtype of a GPU array (keeps its DLPack export alive)."""
+
+    __slots__ = ("obj", "ptr", "shape", "strides", "dtype", "desc", "keep")
+
+    def __init__(self, obj: Any, name: str) -> None:
+        self.obj = obj
+        if isinstance(obj, _Exported):
+            obj = obj.buf
+        elif type(obj).__module__.startswith("torch") and hasattr(obj, "detach"):
+            obj = obj.detach()  # only the pointer is read; torch refuses to export tensors that need grad
+        if _cuda is not None and hasattr(obj, "__dlpack__") and not isinstance(obj, _cuda.DeviceBuffer):
+            info = _cuda.dlpack_info(obj)
+            code, bits, lanes = info["dtype"]
+            dtype = _DLPACK.get((code, bits)) if lanes == 1 else None
+            kind = {0: "int", 1: "uint", 2: "float", 4: "bfloat", 5: "complex", 6: "bool"}.get(code, f"code{code}-")
+            self.desc = f"{kind}{bits}" + (f"x{lanes}" if lanes != 1 else "")
+            self.ptr, self.shape, self.keep = int(info["ptr"]), tuple(info["shape"]), info["capsule"]
+            strides = info["strides"]
+        else:
+            cai = obj.__cuda_array_interface__
+            dtype = np.dtype(cai["typestr"])
+            self.desc = str(dtype)
+            dtype = dtype if dtype in _NK_DTYPE else None
+            self.ptr, self.shape, self.keep = int(cai["data"][0]), tuple(cai["shape"]), None
+            strides = cai.get("strides")
+            if strides is not None and dtype is not None:
+                strides = tuple(s // dtype.itemsize for s in strides)
+            if dtype is None:
+                self.dtype = None
+                return
+        self.dtype = dtype
+        if strides is None:
+            strides, acc = [], 1
+            for n in reversed(self.shape):
+                strides.append(acc)
+                acc *= n
+            strides = tuple(reversed(strides))
+        self.strides = tuple(int(s) for s in strides)
+
+    def ld_of(self, axis: int) -> int | None:
+        """Row stride when the array is rows of contiguous shape[axis:] with one row stride."""
+        expect = 1
+        for d in range(len(self.shape) - 1, axis - 1, -1):
+            if self.shape[d] != 1 and self.strides[d] != expect:
+                return None
+            expect *= self.shape[d]
+        ld, nxt, have = expect, 0, False
+        for d in range(axis - 1, -1, -1):
+            if self.shape[d] == 1:
+                continue
+            if not have:
+                ld, have = self.strides[d], True
+            elif self.strides[d] != nxt:
+                return None
+            nxt = self.strides[d] * self.shape[d]
+        return ld
+
+    def span(self) -> tuple[int, int]:
+        """Byte range [lo, hi) of the elements."""
+        lo = hi = self.ptr
+        if 0 in self.shape:
+            return lo, lo
+        for n, s in zip(self.shape, self.strides):
+            ext = (n - 1) * s * self.dtype.itemsize
+            lo, hi = (lo + ext, hi) if ext < 0 else (lo, hi + ext)
+        return lo, hi + self.dtype.itemsize
+
+
+def _shape_str(shape: tuple[int, ...]) -> str:
+    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _dtype_name(v: _View) -> str:
+    return str(v.dtype) if v.dtype is not None else v.desc
+
+
+class Call:
+    """One op call on the GPU: the arguments' views, their common device, library and stream."""
+
+    def __init__(self, op: str, **arrays: Any) -> None:
+        given = {k: a for k, a in arrays.items() if a is not None}
+        gpu = {k: _device_of(a) for k, a in given.items()}
+        first = next(k for k, d in gpu.items() if d is not None)
+        for k, d in gpu.items():
+            if d is None:
+                raise ValueError(
+                    f"{op}: {first} is {_where(given[first])} but {k} is {_where(given[k])}; pass all arrays "
+                    "on the same device (normkit does not copy between host and GPU)"
+                )
+            if d != gpu[first]:
+                raise ValueError(f"{op}: {first} is on cuda:{gpu[first]} but {k} is on cuda:{d}")
+        if _cuda is None:
+            raise RuntimeError(f"{op}: {first} is a GPU array but this normkit was built without CUDA")
+        if _cuda.device_count() == 0:
+            raise RuntimeError(f"{op}: {first} is a GPU array but no CUDA device is usable")
+        if not VALIDATED and os.environ.get(_UNVALIDATED_ENV) != "1":
+            raise RuntimeError(
+                f"{op}: normkit's CUDA kernels are built but have not yet been validated on a GPU; "
+                f"set {_UNVALIDATED_ENV}=1 to run them anyway"
+            )
+        self.op = op
+        self.dev = gpu[first]
+        self.lib = _lib_of(given[first], self.dev)
+        for k, a in given.items():
+            top = type(a).__module__.split(".")[0]
+            if _LIBS.get(top) is not type(self.lib) and not isinstance(a, _Exported):
+                raise TypeError(f"{op}: {k} is {_where(a)} but {first} is {_where(given[first])}; pass one library's arrays")
+        self.lib.before(list(given.values()))
+        self.stream = self.lib.stream()
+        self.views = {k: _View(a, k) for k, a in given.items()}
+
+    def float_view(self, name: str) -> _View:
+        v = self.views[name]
+        if v.dtype is None:
+            raise TypeError(f"{name} has dtype {_dtype_name(v)}; expected float32, float64, float16 or bfloat16")
+        return v
+
+    def same(self, name: str, like: str) -> _View | None:
+        """Optional argument with the dtype and shape of `like`."""
+        if name not in self.views:
+            return None
+        v, ref = self.views[name], self.views[like]
+        if v.dtype != ref.dtype:
+            raise TypeError(f"{name} has dtype {_dtype_name(v)}; expected {ref.dtype} (the dtype of {like})")
+        if v.shape != ref.shape:
+            raise ValueError(
+                f"{name} has shape {_shape_str(v.shape)}; expected {_shape_str(ref.shape)} (the shape of {like})"
+            )
+        return v
+
+    def rows(self, name: str, axis: int) -> tuple[int, int]:
+        """(pointer, row stride) of the array as rows of shape[axis:], copied once if needed."""
+        v = self.views[name]
+        ld = v.ld_of(axis)
+        if ld is None or v.ptr % v.dtype.itemsize:
+            c = self.lib.copy(v.obj)
+            self.views[name] = v = _View(c, name)
+            ld = v.ld_of(axis)
+        return v.ptr, ld
+
+    def param(self, name: str, dt: np.dtype, shape: tuple[int, ...]) -> tuple[int, np.dtype | None]:
+        """Optional weight/bias: (pointer to a contiguous accumulation-dtype copy or 0, its dtype)."""
+        if name not in self.views:
+            return 0, None
+        v = self.views[name]
+        if v.dtype not in (dt, np.dtype(np.float32)):
+            raise TypeError(f"{name} has dtype {_dtype_name(v)}; expected {dt} (the input's dtype) or float32")
+        if v.shape != shape:
+            raise ValueError(f"{name} has shape {_shape_str(v.shape)}; expected {_shape_str(shape)}")
+        return self.acc_copy(name, acc_dtype(dt)), v.dtype
+
+    def stat(self, name: str, dt: np.dtype, shape: tuple[int, ...]) -> int:
+        v = self.views[name]
+        if v.dtype not in (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16)):
+            raise TypeError(f"{name} has dtype {_dtype_name(v)}; expected {acc_dtype(dt)}")
+        if v.shape != shape:
+            raise ValueError(
+                f"{name} has shape {_shape_str(v.shape)}; expected {_shape_str(shape)} (the input's shape before axis)"
+            )
+        return self.acc_copy(name, acc_dtype(dt))
+
+    def acc_copy(self, name: str, acc: np.dtype) -> int:
+        v = self.views[name]
+        if v.dtype != acc or v.ld_of(0) is None:
+            c = self.lib.astype(v.obj, acc)
+            if _View(c, name).ld_of(0) is None:
+                c = self.lib.copy(c)
+            self.views[name] = v = _View(c, name)
+        return v.ptr
+
+    def output(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> tuple[Any, int]:
+        """The out= argument checked, or a new array: (array, pointer)."""
+        if name in self.views:
+            v = self.views[name]
+            if not self.lib.writable:
+                raise TypeError(f"{name}= cannot be used with JAX arrays (they are immutable)")
+            if v.dtype != dtype:
+                raise TypeError(f"{name} has dtype {_dtype_name(v)}; expected {dtype}")
+            if v.shape != shape:
+                raise ValueError(f"{name} has shape {_shape_str(v.shape)}; expected {_shape_str(shape)}")
+            if v.ld_of(0) is None:
+                raise ValueError(f"{name} must be C-contiguous")
+            return v.obj, v.ptr
+        a = self.lib.empty(shape, dtype)
+        return a, _View(a, name).ptr
+
+    def protect(self, name: str, out: str, axis: int) -> None:
+        """Re-read `name` from a copy when it overlaps `out` other than exactly in place."""
+        if name not in self.views or out not in self.views:
+            return
+        a, o = self.views[name], self.views[out]
+        (alo, ahi), (olo, ohi) = a.span(), o.span()
+        if alo < ohi and olo < ahi and not (a.ptr == o.ptr and a.ld_of(axis) == math.prod(a.shape[axis:])):
+            self.views[name] = _View(self.lib.copy(a.obj), name)
+
+
+def acc_dtype(dt: np.dtype) -> np.dtype:
+    return np.dtype(np.float64) if dt == np.dtype(np.float64) else np.dtype(np.float32)
+
+
+def normalize_axis(axis: int, ndim: int, name: str = "axis") -> int:
+    if not -ndim <= axis < ndim:
+        expected = f"-{ndim} <= {name} < {ndim}" if ndim else "an array with ndim >= 1"
+        raise ValueError(f"{name}={axis} is out of range for an array of {ndim} dimension(s); expected {expected}")
+    return axis + ndim if axis < 0 else axis
+
+
+def check_eps(eps: float, name: str = "eps") -> None:
+    if not (eps > 0.0 and math.isfinite(eps)):
+        raise ValueError(f"{name} must be a finite number > 0, got {eps}")
+
+
+# ---- row norms -------------------------------------------------------------------------------
+
+
+def row_norm_forward(rms, x, res, w, b, axis, eps, out, want_stats):
+    name = "rms_norm" if rms else "layer_norm"
+    c = Call(name, x=x, residual=res, weight=w, bias=None if rms else b, out=out)
+    xv = c.float_view("x")
+    dt = xv.dtype
+    ax = normalize_axis(int(axis), len(xv.shape))
+    check_eps(float(eps))
+    shape = xv.shape
+    feat, lead = shape[ax:], shape[:ax]
+    M, N = math.prod(lead), math.prod(feat)
+    add = res is not None
+    if add:
+        c.same("residual", "x")
+    wp, _ = c.param("weight", dt, feat)
+    bp, _ = (0, None) if rms else c.param("bias", dt, feat)
+    y, yp = c.output("out", shape, dt)
+    if out is not None:
+        c.views["y"] = c.views["out"]
+        c.protect("x", "y", ax)
+        c.protect("residual", "y", ax)
+    xp, ldx = c.rows("x", ax)
+    rp, ldr = c.rows("residual", ax) if add else (0, 0)
+    h, hp = c.output("h", shape, dt) if add else (None, 0)
+    stats = want_stats or add
+    acc = acc_dtype(dt)
+    mean = rstd = None
+    mp = sp = 0
+    if stats:
+        if not rms:
+            mean, mp = c.output("mean", lead, acc)
+        rstd, sp = c.output("rstd", lead, acc)
+    if M > 0 and N > 0:
+        _cuda.row_norm_fwd(rms, _NK_DTYPE[dt], M, N, xp, ldx, rp, ldr, wp, bp, yp, hp, mp, sp, float(eps), c.dev, c.stream)
+    elif M > 0 and stats:  # rows of zero length: statistics are undefined
+        mean = None if rms else c.lib.fill(mean, math.nan)
+        rstd = c.lib.fill(rstd, math.nan)
+    fin = c.lib.finish
+    if not stats:
+        return fin(y)
+    if add and not want_stats:
+        return fin(y), fin(h)
+    outs = [fin(y)] + ([fin(h)] if add else []) + ([] if rms else [fin(mean)]) + [fin(rstd)]
+    return tuple(outs)
+
+
+def row_norm_backward(rms, dy, x, mean, rstd, w, axis, out):
+    name = "rms_norm_backward" if rms else "layer_norm_backward"
+    c = Call(name, dy=dy, x=x, mean=None if rms else mean, rstd=rstd, weight=w, out=out)
+    xv = c.float_view("x")
+    dt = xv.dtype
+    c.same("dy", "x")
+    shape = xv.shape
+    ax = normalize_axis(int(axis), len(shape))
+    feat, lead = shape[ax:], shape[:ax]
+    M, N = math.prod(lead), math.prod(feat)
+    mp = 0 if rms else c.stat("mean", dt, lead)
+    sp = c.stat("rstd", dt, lead)
+    wp, wdt = c.param("weight", dt, feat)
+    wdt = wdt or dt
+    dx, dxp = c.output("out", shape, dt)
+    if out is not None:
+        c.views["dx"] = c.views["out"]
+        c.protect("x", "dx", ax)
+        c.protect("dy", "dx", ax)
+    xp, ldx = c.rows("x", ax)
+    dyp, lddy = c.rows("dy", ax)
+    acc = acc_dtype(dt)
+    dw, dwp = c.output("dweight", feat, acc)
+    db, dbp = (None, 0) if rms else c.output("dbias", feat, acc)
+    if M > 0 and N > 0:
+        _cuda.row_norm_bwd(rms, _NK_DTYPE[dt], M, N, dyp, lddy, xp, ldx, mp, sp, wp, dxp, dwp, dbp, c.dev, c.stream)
+    else:
+        dw = c.lib.fill(dw, 0.0)
+        db = None if rms else c.lib.fill(db, 0.0)
+    fin = c.lib.finish
+
+    def to_param(g):
+        g = fin(g)
+        return g if wdt == acc else c.lib.astype(g, wdt)
+
+    if rms:
+        return fin(dx), to_param(dw)
+    return fin(dx), to_param(dw), to_param(db)

@@ -1,0 +1,149 @@
+"""A stand-in GPU for testing normkit's GPU layer (normkit/_gpu.py) on machines without one.
+
+``FakeGpuArray`` wraps host memory but says it lives on CUDA device 0 (``__dlpack_device__``),
+and ``FakeCuda`` replaces ``normkit._cuda``: its entry points receive the same raw pointers, row
+strides and sizes the CUDA kernels would, rebuild NumPy views over that memory and run the CPU
+kernels on them. What this checks is everything between the public functions and the kernels:
+recognition, validation, pointers and strides, copies of awkward layouts, ``out=``, result
+allocation and the returned structure.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import ml_dtypes
+import numpy as np
+from normkit import _core
+
+_DTYPES = [np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16)]
+
+
+class FakeGpuArray:
+    """Host memory that claims to be on cuda:0."""
+
+    def __init__(self, a: np.ndarray) -> None:
+        self.a = a
+
+    def __dlpack_device__(self):
+        return (2, 0)
+
+    def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
+        if self.a.dtype == _DTYPES[3]:  # NumPy cannot export bfloat16: export as uint16, patched below
+            return _Bf16Export(self.a).capsule()
+        return self.a.__dlpack__()
+
+    @property
+    def shape(self):
+        return self.a.shape
+
+    @property
+    def dtype(self):
+        return self.a.dtype
+
+    def astype(self, dtype):
+        return FakeGpuArray(self.a.astype(dtype))
+
+    def copy(self):
+        return FakeGpuArray(self.a.copy())
+
+    def fill(self, value):
+        self.a.fill(value)
+
+
+class _Bf16Export:
+    """A bfloat16 array exported through DLPack as (kDLBfloat, 16)."""
+
+    def __init__(self, a: np.ndarray) -> None:
+        self.a = a
+
+    def capsule(self):
+        cap = self.a.view(np.uint16).__dlpack__()
+        get = ctypes.pythonapi.PyCapsule_GetPointer
+        get.restype, get.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
+        p = get(cap, b"dltensor")
+        # DLTensor: data (8), device (8), ndim (4), then dtype {code, bits, lanes} at offset 20.
+        ctypes.c_uint8.from_address(p + 20).value = 4
+        return cap
+
+
+def device_view(ptr: int, shape, strides, dtype) -> np.ndarray:
+    """A NumPy view of device memory (here: host memory) given a pointer and element strides."""
+    dtype = np.dtype(dtype)
+    if 0 in shape:
+        return np.empty(shape, dtype)
+    lo = hi = 0
+    for n, s in zip(shape, strides):
+        ext = (n - 1) * s * dtype.itemsize
+        lo, hi = (lo + ext, hi) if ext < 0 else (lo, hi + ext)
+    buf = (ctypes.c_char * (hi - lo + dtype.itemsize)).from_address(ptr + lo)
+    return np.ndarray(shape, dtype, buffer=buf, offset=-lo, strides=[s * dtype.itemsize for s in strides])
+
+
+def _rows(ptr, M, N, ld, dt):
+    return device_view(ptr, (M, N), (ld, 1), dt) if ptr else None
+
+
+class FakeCuda:
+    """normkit._cuda's interface, running the CPU kernels. Records every call in ``calls``."""
+
+    def __init__(self, real) -> None:
+        self.real = real
+        self.dlpack_info = real.dlpack_info
+        self.DeviceBuffer = real.DeviceBuffer
+        self.calls: list[tuple] = []
+
+    def device_count(self):
+        return 1
+
+    def device_name(self, dev):
+        return "fake (sm_00)"
+
+    def row_norm_fwd(self, rms, dtype, M, N, x, ldx, res, ldr, w, b, y, h, mean, rstd, eps, dev, stream):
+        self.calls.append(("row_norm_fwd", rms, dtype, M, N, ldx, ldr, dev, stream))
+        dt = _DTYPES[dtype]
+        acc = np.float64 if dt == _DTYPES[1] else np.float32
+        xv, rv = _rows(x, M, N, ldx, dt), _rows(res, M, N, ldr, dt)
+        wv = device_view(w, (N,), (1,), acc) if w else None
+        bv = device_view(b, (N,), (1,), acc) if b else None
+        # Row by row, each row written before the next is read, like a kernel's independent rows:
+        # inputs that overlap the outputs other than in place show up as wrong results.
+        for r in range(M):
+            rr = None if rv is None else rv[r : r + 1]
+            outs = list(_core.row_norm_forward(rms, xv[r : r + 1], rr, wv, None if rms else bv, -1, eps, None, True))
+            device_view(y + r * N * dt.itemsize, (1, N), (N, 1), dt)[...] = outs.pop(0)
+            if res:
+                device_view(h + r * N * dt.itemsize, (1, N), (N, 1), dt)[...] = outs.pop(0)
+            m = None if rms else outs.pop(0)
+            if mean and not rms:
+                device_view(mean, (M,), (1,), acc)[r] = m[0]
+            if rstd:
+                device_view(rstd, (M,), (1,), acc)[r] = outs.pop(0)[0]
+
+    def row_norm_bwd(self, rms, dtype, M, N, dy, lddy, x, ldx, mean, rstd, w, dx, dw, db, dev, stream):
+        self.calls.append(("row_norm_bwd", rms, dtype, M, N, lddy, ldx, dev, stream))
+        dt = _DTYPES[dtype]
+        acc = np.float64 if dt == _DTYPES[1] else np.float32
+        dyv, xv = _rows(dy, M, N, lddy, dt), _rows(x, M, N, ldx, dt)
+        mv = device_view(mean, (M,), (1,), acc) if mean else None
+        sv = device_view(rstd, (M,), (1,), acc)
+        wv = device_view(w, (N,), (1,), acc) if w else None
+        # The parameter gradients from the whole call, then dx row by row (as in the forward).
+        outs = _core.row_norm_backward(rms, dyv, xv, mv, sv, wv, -1, None)
+        for r in range(M):
+            m = None if mv is None else mv[r : r + 1]
+            dxr = _core.row_norm_backward(rms, dyv[r : r + 1], xv[r : r + 1], m, sv[r : r + 1], wv, -1, None)[0]
+            device_view(dx + r * N * dt.itemsize, (1, N), (N, 1), dt)[...] = dxr
+        device_view(dw, (N,), (1,), acc)[...] = outs[1]
+        if not rms:
+            device_view(db, (N,), (1,), acc)[...] = outs[2]
+
+def make_lib():
+    """The _gpu library adapter for FakeGpuArray (registered under this module's name)."""
+    from normkit import _gpu
+
+    class FakeLib(_gpu._Lib):
+        def empty(self, shape, dtype):
+            return FakeGpuArray(np.empty(shape, dtype))
+
+    return FakeLib

@@ -1,0 +1,213 @@
+"""normkit's GPU layer (normkit/_gpu.py) without a GPU: recognising GPU arrays, errors, and the
+path from the public functions to the kernels' entry points, run through tests/fake_gpu.py (host
+memory posing as device memory, the CPU kernels behind _cuda's interface). The results must be
+bitwise those of the NumPy path on the same values."""
+
+from __future__ import annotations
+
+import ml_dtypes
+import normkit as nk
+import numpy as np
+import pytest
+from conftest import DTYPE_IDS, DTYPES
+from fake_gpu import FakeCuda, FakeGpuArray, make_lib
+from normkit import _gpu
+
+needs_module = pytest.mark.skipif(_gpu._cuda is None, reason="normkit built without CUDA (no nvcc)")
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    if _gpu._cuda is None:
+        pytest.skip("normkit built without CUDA (no nvcc): no DLPack reader")
+    f = FakeCuda(_gpu._cuda)
+    monkeypatch.setattr(_gpu, "_cuda", f)
+    monkeypatch.setitem(_gpu._LIBS, FakeGpuArray.__module__.split(".")[0], make_lib())
+    monkeypatch.setenv(_gpu._UNVALIDATED_ENV, "1")
+    return f
+
+
+def _g(a):
+    return None if a is None else FakeGpuArray(a)
+
+
+def _host(r):
+    if isinstance(r, tuple):
+        return tuple(_host(t) for t in r)
+    assert isinstance(r, FakeGpuArray), f"result is {type(r).__name__}, not the input's library"
+    return r.a
+
+
+def _same(got, want):
+    got, want = (got, want) if isinstance(want, tuple) else ((got,), (want,))
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype and g.shape == w.shape
+        np.testing.assert_array_equal(g.reshape(-1).view(np.uint8), np.ascontiguousarray(w).reshape(-1).view(np.uint8))
+
+
+def _layouts(rng, shape, dt):
+    """The same values as C-contiguous, a row-strided slice, a transposed copy and a flipped view."""
+    base = rng.standard_normal(shape).astype(dt)
+    wide = np.zeros(shape[:-1] + (shape[-1] + 3,), dt)
+    wide[..., 1 : shape[-1] + 1] = base
+    flip = np.ascontiguousarray(base[::-1])[::-1]
+    t = np.asfortranarray(base)
+    return {"c": base, "rowstrided": wide[..., 1 : shape[-1] + 1], "fortran": t, "flipped": flip}
+
+
+@pytest.mark.parametrize("dt", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("shape,axis", [((7, 33), -1), ((4, 5, 16), 1), ((3, 64), 0), ((1, 1000), -1)])
+@pytest.mark.parametrize("layout", ["c", "rowstrided", "fortran", "flipped"])
+def test_row_norms_through_gpu_layer_match_numpy(fake, dt, shape, axis, layout):
+    rng = np.random.default_rng()
+    x = _layouts(rng, shape, dt)[layout]
+    res = rng.standard_normal(shape).astype(dt)
+    feat = shape[axis:]
+    w = rng.standard_normal(feat).astype(np.float32)
+    b = rng.standard_normal(feat).astype(dt)
+    _same(_host(nk.layer_norm(_g(x), _g(w), _g(b), axis=axis)), nk.layer_norm(x, w, b, axis=axis))
+    _same(_host(nk.layer_norm_forward(_g(x), axis=axis, eps=1e-3)), nk.layer_norm_forward(x, axis=axis, eps=1e-3))
+    _same(_host(nk.rms_norm_forward(_g(x), _g(w), axis=axis)), nk.rms_norm_forward(x, w, axis=axis))
+    _same(_host(nk.add_layer_norm_forward(_g(x), _g(res), _g(w), _g(b), axis=axis)),
+          nk.add_layer_norm_forward(x, res, w, b, axis=axis))
+    _same(_host(nk.add_rms_norm(_g(x), _g(res), axis=axis)), nk.add_rms_norm(x, res, axis=axis))
+    y, mean, rstd = nk.layer_norm_forward(x, w, b, axis=axis)
+    dy = _layouts(rng, shape, dt)[layout]
+    _same(_host(nk.layer_norm_backward(_g(dy), _g(x), _g(mean), _g(rstd), _g(w), axis=axis)),
+          nk.layer_norm_backward(dy, x, mean, rstd, w, axis=axis))
+    _, rs = nk.rms_norm_forward(x, axis=axis)
+    _same(_host(nk.rms_norm_backward(_g(dy), _g(x), _g(rs), axis=axis)), nk.rms_norm_backward(dy, x, rs, axis=axis))
+    assert all(c[-2] == 0 for c in fake.calls)  # device 0
+
+
+@pytest.mark.parametrize("dt", DTYPES, ids=DTYPE_IDS)
+def test_gpu_layer_out_and_in_place(fake, dt):
+    rng = np.random.default_rng()
+    x = rng.standard_normal((6, 40)).astype(dt)
+    want = nk.layer_norm(x)
+    out = np.empty_like(x)
+    r = nk.layer_norm(_g(x), out=_g(out))
+    assert r.a is out
+    _same(out, want)
+    xc = x.copy()
+    nk.rms_norm(_g(xc), out=_g(xc))  # in place
+    _same(xc, nk.rms_norm(x))
+    # out overlapping x shifted by one element: x is read from a copy first
+    buf = np.concatenate([x.ravel(), np.zeros(1, dt)])
+    src, dst = buf[:-1].reshape(6, 40), buf[1:].reshape(6, 40)
+    nk.layer_norm(_g(src), out=_g(dst))
+    _same(dst, want)
+    _, mean, rstd = nk.layer_norm_forward(x)
+    dy = rng.standard_normal(x.shape).astype(dt)
+    want_b = nk.layer_norm_backward(dy, x, mean, rstd)
+    dyc = dy.copy()
+    got = nk.layer_norm_backward(_g(dyc), _g(x), _g(mean), _g(rstd), out=_g(dyc))
+    _same(_host(got), want_b)
+
+
+def test_gpu_layer_weight_dtype_and_stat_conversions(fake):
+    rng = np.random.default_rng()
+    x = rng.standard_normal((5, 24)).astype(np.float16)
+    w16 = rng.standard_normal(24).astype(np.float16)
+    _same(_host(nk.rms_norm(_g(x), _g(w16))), nk.rms_norm(x, w16))
+    _, mean, rstd = nk.layer_norm_forward(x, w16)
+    dy = rng.standard_normal(x.shape).astype(np.float16)
+    m64, r64 = mean.astype(np.float64), rstd.astype(np.float64)
+    got = _host(nk.layer_norm_backward(_g(dy), _g(x), _g(m64), _g(r64), _g(w16)))
+    want = nk.layer_norm_backward(dy, x, m64, r64, w16)
+    _same(got, want)
+    assert got[1].dtype == np.float16  # dweight in weight's dtype
+
+
+def test_gpu_layer_empty_shapes(fake):
+    x = np.empty((3, 0), np.float32)
+    _same(_host(nk.layer_norm_forward(_g(x))), nk.layer_norm_forward(x))
+    dy = np.empty((0, 5), np.float32)
+    mean = rstd = np.empty((0,), np.float32)
+    _same(_host(nk.layer_norm_backward(_g(dy), _g(dy), _g(mean), _g(rstd))), nk.layer_norm_backward(dy, dy, mean, rstd))
+    assert not fake.calls
+
+
+def test_gpu_layer_errors(fake):
+    x = _g(np.ones((4, 8), np.float32))
+    with pytest.raises(TypeError, match="x has dtype int32; expected float32, float64, float16 or bfloat16"):
+        nk.layer_norm(_g(np.ones((4, 8), np.int32)))
+    with pytest.raises(TypeError, match=r"weight has dtype float64; expected float32 \(the input's dtype\) or float32"):
+        nk.layer_norm(x, _g(np.ones(8)))
+    with pytest.raises(ValueError, match=r"weight has shape \(7,\); expected \(8,\)"):
+        nk.layer_norm(x, _g(np.ones(7, np.float32)))
+    with pytest.raises(ValueError, match=r"residual has shape \(4, 7\); expected \(4, 8\) \(the shape of x\)"):
+        nk.add_layer_norm(x, _g(np.ones((4, 7), np.float32)))
+    with pytest.raises(TypeError, match="dy has dtype float16; expected float32"):
+        nk.rms_norm_backward(_g(np.ones((4, 8), np.float16)), x, _g(np.ones(4, np.float32)))
+    with pytest.raises(ValueError, match="axis=2 is out of range"):
+        nk.layer_norm(x, axis=2)
+    with pytest.raises(ValueError, match="eps must be a finite number > 0"):
+        nk.rms_norm(x, eps=0.0)
+    with pytest.raises(ValueError, match="out must be C-contiguous"):
+        nk.layer_norm(x, out=_g(np.ones((8, 4), np.float32).T))
+    with pytest.raises(ValueError, match=r"rstd has shape \(3,\); expected \(4,\)"):
+        nk.rms_norm_backward(x, x, _g(np.ones(3, np.float32)))
+    assert not fake.calls
+
+
+def test_mixing_host_and_gpu_arrays_is_an_error(fake):
+    x = np.ones((4, 8), np.float32)
+    with pytest.raises(ValueError, match="weight is a fake_gpu array on cuda:0 but x is a NumPy array on the host; pass all arrays on the same device"):
+        nk.layer_norm(x, FakeGpuArray(np.ones(8, np.float32)))
+    with pytest.raises(ValueError, match="x is a .* array on cuda:0 but residual is a NumPy array on the host"):
+        nk.add_rms_norm(FakeGpuArray(x), x)
+    with pytest.raises(ValueError, match="dy is .*cuda:0 but x is a NumPy array on the host"):
+        nk.rms_norm_backward(FakeGpuArray(x), x, np.ones(4, np.float32))
+    assert not fake.calls
+
+
+def test_unvalidated_kernels_need_opt_in(fake, monkeypatch):
+    monkeypatch.setattr(_gpu, "VALIDATED", False)
+    monkeypatch.delenv(_gpu._UNVALIDATED_ENV)
+    with pytest.raises(RuntimeError, match="not yet been validated on a GPU; set NORMKIT_CUDA_UNVALIDATED=1"):
+        nk.layer_norm(FakeGpuArray(np.ones((2, 3), np.float32)))
+
+
+@needs_module
+def test_gpu_array_without_a_usable_device():
+    if nk.has_cuda():
+        pytest.skip("a GPU is usable here")
+    with pytest.raises(RuntimeError, match="x is a GPU array but no CUDA device is usable"):
+        nk.layer_norm(FakeGpuArray(np.ones((2, 3), np.float32)))
+    with pytest.raises(RuntimeError, match="cudaMalloc: CUDA error"):
+        _gpu._cuda.DeviceBuffer(0, [4], 2, 32, "<f4")
+
+
+@needs_module
+def test_has_cuda_matches_device_count():
+    assert nk.has_cuda() == (_gpu._cuda.device_count() > 0)
+    assert isinstance(_gpu._cuda.device_count(), int)
+
+
+@needs_module
+@pytest.mark.parametrize("dt", DTYPES, ids=DTYPE_IDS)
+def test_dlpack_reader(dt):
+    a = np.arange(24, dtype=np.float32).astype(dt).reshape(4, 6)[1:, ::2]
+    info = _gpu._cuda.dlpack_info(FakeGpuArray(a))
+    assert info["ptr"] == a.ctypes.data
+    assert info["shape"] == (3, 3) and info["strides"] == (6, 2)
+    assert _gpu._DLPACK[info["dtype"][:2]] == dt and info["dtype"][2] == 1
+    assert info["device"] == (1, 0)  # the host memory behind the fake
+    v = _gpu._View(FakeGpuArray(a), "a")
+    assert (v.ptr, v.shape, v.strides, v.dtype) == (a.ctypes.data, (3, 3), (6, 2), dt)
+
+
+def test_host_arrays_are_not_gpu_arrays():
+    assert not _gpu.any_on_gpu(None, np.ones(3), np.float32(1), 3.0, [1.0])
+    torch = pytest.importorskip("torch")
+    assert not _gpu.any_on_gpu(torch.ones(3), torch.ones(3, dtype=torch.bfloat16))
+    assert _gpu.any_on_gpu(np.ones(3), FakeGpuArray(np.ones(3)))
+
+
+def test_bf16_fake_export_is_bfloat16():
+    a = np.ones((2, 2), ml_dtypes.bfloat16)
+    if _gpu._cuda is None:
+        pytest.skip("no DLPack reader")
+    assert _gpu._cuda.dlpack_info(FakeGpuArray(a))["dtype"] == (4, 16, 1)
