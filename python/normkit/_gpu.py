@@ -237,7 +237,7 @@ def _lib_of(obj: Any, dev: int) -> _Lib:
 class _View:
     """Pointer, shape, element strides and dtype of a GPU array (keeps its DLPack export alive)."""
 
-    __slots__ = ("obj", "ptr", "shape", "strides", "dtype", "desc", "keep")
+    __slots__ = ("desc", "dtype", "keep", "obj", "ptr", "shape", "strides")
 
     def __init__(self, obj: Any, name: str) -> None:
         self.obj = obj
