@@ -1,0 +1,255 @@
+"""CUDA kernels on a real GPU (marker ``cuda``; skipped without one): values against the float64
+references and the CPU kernels, bitwise reproducibility, 64-bit indexing, streams, result types,
+for every GPU array library installed (PyTorch, CuPy, JAX)."""
+
+from __future__ import annotations
+
+import os
+
+import normkit as nk
+import numpy as np
+import pytest
+import reference as ref
+from conftest import BF16, DTYPE_IDS, DTYPES, assert_close, randn
+from normkit import _gpu
+
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not nk.has_cuda(), reason="no usable CUDA GPU")]
+
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # JAX must leave memory for the others
+
+
+@pytest.fixture(autouse=True)
+def _run_unvalidated(monkeypatch):
+    monkeypatch.setenv(_gpu._UNVALIDATED_ENV, "1")
+
+
+class Torch:
+    name = "torch"
+
+    def __init__(self):
+        import torch
+
+        self.t = torch
+
+    def dev(self, a):
+        a = np.ascontiguousarray(a)
+        if a.dtype == BF16:
+            return self.t.from_numpy(a.view(np.int16)).view(self.t.bfloat16).cuda()
+        return self.t.from_numpy(a).cuda()
+
+    def host(self, a):
+        assert isinstance(a, self.t.Tensor) and a.is_cuda, f"{type(a)} is not a CUDA tensor"
+        a = a.detach().cpu()
+        if a.dtype == self.t.bfloat16:
+            return a.view(self.t.int16).numpy().view(BF16)
+        return a.numpy()
+
+    def sync(self):
+        self.t.cuda.synchronize()
+
+
+class CuPy:
+    name = "cupy"
+
+    def __init__(self):
+        import cupy
+
+        self.cp = cupy
+
+    def dev(self, a):
+        if a.dtype == BF16:
+            pytest.skip("CuPy has no bfloat16")
+        return self.cp.asarray(a)
+
+    def host(self, a):
+        assert isinstance(a, self.cp.ndarray), f"{type(a)} is not a CuPy array"
+        return self.cp.asnumpy(a)
+
+    def sync(self):
+        self.cp.cuda.Device().synchronize()
+
+
+class Jax:
+    name = "jax"
+
+    def __init__(self):
+        import jax
+
+        self.jax = jax
+        self.gpu = next(d for d in jax.devices() if d.platform == "gpu")
+
+    def dev(self, a):
+        return self.jax.device_put(np.ascontiguousarray(a), self.gpu)
+
+    def host(self, a):
+        assert isinstance(a, self.jax.Array), f"{type(a)} is not a JAX array"
+        return np.asarray(a)
+
+    def sync(self):
+        pass
+
+
+def _available():
+    libs = []
+    for cls, probe in ((Torch, "torch"), (CuPy, "cupy"), (Jax, "jax")):
+        try:
+            lib = cls()
+        except Exception:  # noqa: BLE001, S112 - not installed, or no GPU backend
+            continue
+        if probe == "torch" and not lib.t.cuda.is_available():
+            continue
+        libs.append(lib)
+    return libs
+
+
+@pytest.fixture(scope="module", params=["torch", "cupy", "jax"])
+def lib(request):
+    if not nk.has_cuda():
+        pytest.skip("no usable CUDA GPU")
+    found = {x.name: x for x in _available()}
+    if request.param not in found:
+        pytest.skip(f"{request.param} with CUDA is not installed")
+    return found[request.param]
+
+
+# N across the kernels' paths: sub-warp groups, unaligned rows (no 16-byte accesses), register-
+# cached rows at every vector-slot count, and looped rows past the register budget.
+N_GPU = [1, 3, 8, 33, 64, 127, 1000, 1024, 4096, 8192, 8200, 16384, 40000]
+
+
+def _h(lib, r):
+    return tuple(_h(lib, t) for t in r) if isinstance(r, tuple) else lib.host(r)
+
+
+@pytest.mark.parametrize("dt", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("N", N_GPU)
+def test_layer_norm_gpu(lib, dt, N):
+    rng = np.random.default_rng()
+    M = 5 if N > 1000 else 37
+    x, res = randn(rng, (M, N), dt, 2.0, 0.5), randn(rng, (M, N), dt)
+    w, b = randn(rng, N, dt, 0.5, 1.0), randn(rng, N, np.float32, 0.5)
+    y, mean, rstd = _h(lib, nk.layer_norm_forward(lib.dev(x), lib.dev(w), lib.dev(b)))
+    ry, rmean, rrstd = ref.layer_norm(x, w, b)
+    assert y.dtype == dt and mean.dtype == (np.float64 if dt == np.float64 else np.float32)
+    assert_close(y, ry, dt, "fwd", "y", "gpu layer_norm y")
+    assert_close(mean, rmean, dt, "fwd", "stat", "gpu layer_norm mean")
+    assert_close(rstd, rrstd, dt, "fwd", "stat", "gpu layer_norm rstd")
+    yh, h = _h(lib, nk.add_layer_norm(lib.dev(x), lib.dev(res), lib.dev(w), lib.dev(b)))
+    np.testing.assert_array_equal(h, nk.add_layer_norm(x, res, w, b)[1])  # h = round(x + res): exact
+    assert_close(yh, ref.layer_norm(h, w, b)[0], dt, "fwd", "y", "gpu add_layer_norm y")
+    dy = randn(rng, (M, N), dt)
+    dx, dw, db = _h(lib, nk.layer_norm_backward(lib.dev(dy), lib.dev(x), lib.dev(mean), lib.dev(rstd), lib.dev(w)))
+    rdx, rdw, rdb = ref.layer_norm_backward(dy, x, mean, rstd, w)
+    assert dx.dtype == dt and dw.dtype == dt and db.dtype == dt
+    assert_close(dx, rdx, dt, "bwd", "dx", "gpu layer_norm dx")
+    assert_close(dw, rdw, dt, "bwd", "dparam", "gpu layer_norm dweight")
+    assert_close(db, rdb, dt, "bwd", "dparam", "gpu layer_norm dbias")
+
+
+@pytest.mark.parametrize("dt", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("N", N_GPU)
+def test_rms_norm_gpu(lib, dt, N):
+    rng = np.random.default_rng()
+    M = 5 if N > 1000 else 37
+    x, res = randn(rng, (M, N), dt, 2.0, 0.5), randn(rng, (M, N), dt)
+    w = randn(rng, N, np.float32, 0.5, 1.0)
+    y, rstd = _h(lib, nk.rms_norm_forward(lib.dev(x), lib.dev(w)))
+    ry, rrstd = ref.rms_norm(x, w)
+    assert_close(y, ry, dt, "fwd", "y", "gpu rms_norm y")
+    assert_close(rstd, rrstd, dt, "fwd", "stat", "gpu rms_norm rstd")
+    yh, h, _ = _h(lib, nk.add_rms_norm_forward(lib.dev(x), lib.dev(res), lib.dev(w)))
+    np.testing.assert_array_equal(h, nk.add_rms_norm(x, res, w)[1])
+    assert_close(yh, ref.rms_norm(h, w)[0], dt, "fwd", "y", "gpu add_rms_norm y")
+    dy = randn(rng, (M, N), dt)
+    dx, dw = _h(lib, nk.rms_norm_backward(lib.dev(dy), lib.dev(x), lib.dev(rstd), lib.dev(w)))
+    rdx, rdw = ref.rms_norm_backward(dy, x, rstd, w)
+    assert dw.dtype == np.float32
+    assert_close(dx, rdx, dt, "bwd", "dx", "gpu rms_norm dx")
+    assert_close(dw, rdw, dt, "bwd", "dparam", "gpu rms_norm dweight")
+
+
+@pytest.mark.parametrize("dt", DTYPES, ids=DTYPE_IDS)
+def test_gpu_bitwise_reproducible_and_close_to_cpu(lib, dt):
+    rng = np.random.default_rng()
+    x, dy = randn(rng, (3000, 512), dt), randn(rng, (3000, 512), dt)
+    w = randn(rng, 512, dt, 0.5, 1.0)
+    xd, dyd, wd = lib.dev(x), lib.dev(dy), lib.dev(w)
+    first = _h(lib, nk.layer_norm_forward(xd, wd))
+    _, mean, rstd = first
+    g1 = _h(lib, nk.layer_norm_backward(dyd, xd, lib.dev(mean), lib.dev(rstd), wd))
+    for _ in range(3):
+        again = _h(lib, nk.layer_norm_forward(xd, wd))
+        g2 = _h(lib, nk.layer_norm_backward(dyd, xd, lib.dev(mean), lib.dev(rstd), wd))
+        for a, b in zip(first + g1, again + g2):
+            np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
+    cpu = nk.layer_norm_forward(x, w)
+    assert_close(first[0], cpu[0].astype(np.float64), dt, "fwd", "y", "gpu vs cpu")
+
+
+def test_gpu_strided_inputs_out_and_in_place(lib):
+    if lib.name == "jax":
+        pytest.skip("JAX arrays are immutable and always contiguous")
+    rng = np.random.default_rng()
+    x = randn(rng, (64, 96), np.float32)
+    xd = lib.dev(x)
+    want = nk.layer_norm(x)
+    assert_close(lib.host(nk.layer_norm(xd[:, 16:80])), nk.layer_norm(x[:, 16:80]), np.float32, "fwd", "y", "slice")
+    assert_close(lib.host(nk.layer_norm(xd.T)), nk.layer_norm(np.ascontiguousarray(x.T)), np.float32, "fwd", "y", "T")
+    out = lib.dev(np.zeros_like(x))
+    r = nk.layer_norm(xd, out=out)
+    assert r is out
+    assert_close(lib.host(out), want, np.float32, "fwd", "y", "out=")
+    nk.layer_norm(xd, out=xd)
+    assert_close(lib.host(xd), want, np.float32, "fwd", "y", "in place")
+
+
+def test_gpu_runs_on_the_callers_stream():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng()
+    x = randn(rng, (4096, 1024), np.float32)
+    s = torch.cuda.Stream()
+    with torch.cuda.stream(s):
+        xd = torch.from_numpy(x).cuda()
+        y = nk.rms_norm(xd)
+        z = y * 2  # ordered after normkit's kernel on the same stream
+    s.synchronize()
+    assert_close(z.cpu().numpy() / 2, ref.rms_norm(x)[0], np.float32, "fwd", "y", "stream")
+
+
+def test_gpu_mixing_devices_is_an_error():
+    torch = pytest.importorskip("torch")
+    xd = torch.ones((4, 8), device="cuda")
+    with pytest.raises(ValueError, match="x is a torch array on cuda:0 but weight is a NumPy array on the host"):
+        nk.layer_norm(xd, np.ones(8, np.float32))
+    with pytest.raises(TypeError, match="x has dtype int32"):
+        nk.layer_norm(torch.ones((4, 8), dtype=torch.int32, device="cuda"))
+
+
+@pytest.mark.slow
+def test_gpu_64bit_indexing():
+    """More than 2**31 elements, and more than 65,535 rows."""
+    torch = pytest.importorskip("torch")
+    if torch.cuda.get_device_properties(0).total_memory < 24 * 2**30:
+        pytest.skip("needs 24 GiB of GPU memory")
+    M, N = 2**31 // 4096 + 3, 4096  # 2**31 + 12288 elements of bfloat16
+    x = torch.randn((M, N), device="cuda", dtype=torch.bfloat16)
+    y, rstd = nk.rms_norm_forward(x)
+    rows = [0, 2**31 // N - 1, M - 1]
+    for r in rows:
+        xr = x[r].float().cpu().numpy()
+        assert_close(y[r].view(torch.int16).cpu().numpy().view(BF16), ref.rms_norm(xr.astype(BF16)[None])[0][0], BF16,
+                     "fwd", "y", f"row {r}")
+    del x, y, rstd
+    torch.cuda.empty_cache()
+    M2 = 70001
+    x2 = torch.randn((M2, 64), device="cuda", dtype=torch.float32)
+    dy2 = torch.randn_like(x2)
+    y2, mean2, rstd2 = nk.layer_norm_forward(x2)
+    dx2, dw2, db2 = nk.layer_norm_backward(dy2, x2, mean2, rstd2)
+    xh, dyh = x2.cpu().numpy(), dy2.cpu().numpy()
+    assert_close(y2.cpu().numpy(), ref.layer_norm(xh)[0], np.float32, "fwd", "y", "70001 rows")
+    rdx, rdw, rdb = ref.layer_norm_backward(dyh, xh, mean2.cpu().numpy(), rstd2.cpu().numpy())
+    assert_close(dx2.cpu().numpy(), rdx, np.float32, "bwd", "dx", "70001 rows")
+    assert_close(dw2.cpu().numpy(), rdw, np.float32, "bwd", "dparam", "70001 rows dweight")
+    assert_close(db2.cpu().numpy(), rdb, np.float32, "bwd", "dparam", "70001 rows dbias")
+
