@@ -50,6 +50,9 @@ class FakeGpuArray:
     def fill(self, value):
         self.a.fill(value)
 
+    def __setitem__(self, key, value):
+        self.a[key] = value.a if isinstance(value, FakeGpuArray) else value
+
 
 class _Bf16Export:
     """A bfloat16 array exported through DLPack as (kDLBfloat, 16)."""
@@ -137,6 +140,20 @@ class FakeCuda:
         device_view(dw, (N,), (1,), acc)[...] = outs[1]
         if not rms:
             device_view(db, (N,), (1,), acc)[...] = outs[2]
+    def dropout(self, dtype, n, x, y, mask_in, mask_out, seed, threshold, scale, dev, stream):
+        self.calls.append(("dropout", dtype, n, seed, threshold, dev, stream))
+        dt = _DTYPES[dtype]
+        acc = np.float64 if dt == _DTYPES[1] else np.float32
+        if mask_in:
+            keep = device_view(mask_in, (n,), (1,), bool).copy()
+        else:  # p = threshold / 2**32 gives this threshold exactly: the CPU kernel's mask
+            keep = _core.dropout(np.zeros(n, np.float32), threshold / 2.0**32, seed, None, True)[1]
+        xv = device_view(x, (n,), (1,), dt)
+        kept = (xv.astype(acc) * acc(scale)).astype(dt)
+        device_view(y, (n,), (1,), dt)[...] = np.where(keep, kept, np.zeros((), dt))
+        if mask_out:
+            device_view(mask_out, (n,), (1,), bool)[...] = keep
+
 
 def make_lib():
     """The _gpu library adapter for FakeGpuArray (registered under this module's name)."""

@@ -253,3 +253,22 @@ def test_gpu_64bit_indexing():
     assert_close(dw2.cpu().numpy(), rdw, np.float32, "bwd", "dparam", "70001 rows dweight")
     assert_close(db2.cpu().numpy(), rdb, np.float32, "bwd", "dparam", "70001 rows dbias")
 
+
+
+@pytest.mark.parametrize("dt", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("n", [1, 15, 64, 1000, 2**20 + 3])
+def test_dropout_gpu_bitwise_equals_cpu(lib, dt, n):
+    rng = np.random.default_rng()
+    seed = int(rng.integers(0, 2**64, dtype=np.uint64))
+    x = randn(rng, (n,), dt, 3.0)
+    x[: min(n, 3)] = np.array([np.inf, -np.inf, np.nan][: min(n, 3)], dtype=np.float32).astype(dt)
+    y, mask = _h(lib, nk.dropout_forward(lib.dev(x), 0.3, seed=seed))
+    cy, cmask = nk.dropout_forward(x, 0.3, seed=seed)
+    np.testing.assert_array_equal(mask, cmask)
+    np.testing.assert_array_equal(y.view(np.uint8), cy.view(np.uint8))
+    dy = randn(rng, (n,), dt)
+    (dx1,) = _h(lib, nk.dropout_backward(lib.dev(dy), p=0.3, seed=seed))
+    (dx2,) = _h(lib, nk.dropout_backward(lib.dev(dy), lib.dev(mask), p=0.3))
+    (cdx,) = nk.dropout_backward(dy, cmask, p=0.3)
+    np.testing.assert_array_equal(dx1.view(np.uint8), cdx.view(np.uint8))
+    np.testing.assert_array_equal(dx2.view(np.uint8), cdx.view(np.uint8))

@@ -82,6 +82,43 @@ def test_row_norms_through_gpu_layer_match_numpy(fake, dt, shape, axis, layout):
 
 
 @pytest.mark.parametrize("dt", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("layout", ["c", "rowstrided", "fortran", "flipped"])
+def test_dropout_through_gpu_layer_matches_numpy(fake, dt, layout):
+    rng = np.random.default_rng()
+    x = _layouts(rng, (9, 70), dt)[layout]
+    seed = int(rng.integers(0, 2**63))
+    _same(_host(nk.dropout(_g(x), 0.3, seed=seed)), nk.dropout(x, 0.3, seed=seed))
+    y, mask = nk.dropout_forward(x, 0.6, seed=seed)
+    _same(_host(nk.dropout_forward(_g(x), 0.6, seed=seed)), (y, mask))
+    dy = _layouts(rng, (9, 70), dt)[layout]
+    want = nk.dropout_backward(dy, mask, p=0.6)
+    _same(_host(nk.dropout_backward(_g(dy), _g(mask), p=0.6)), want)
+    _same(_host(nk.dropout_backward(_g(dy), p=0.6, seed=seed)), want)
+    out = np.empty(x.shape, dt)
+    assert nk.dropout(_g(x), 0.3, seed=seed, out=_g(out)).a is out
+    _same(out, nk.dropout(x, 0.3, seed=seed))
+    assert nk.dropout(_g(x), 0.3, training=False, out=_g(out)).a is out
+    _same(out, x)
+
+
+def test_dropout_gpu_layer_errors(fake):
+    x = _g(np.ones((4, 8), np.float32))
+    with pytest.raises(ValueError, match=r"p must be in \[0, 1\), got 1.0"):
+        nk.dropout(x, 1.0)
+    with pytest.raises(TypeError, match="mask has dtype uint8; expected bool"):
+        nk.dropout_backward(x, _g(np.ones((4, 8), np.uint8)))
+    with pytest.raises(ValueError, match=r"mask has shape \(4, 7\); expected \(4, 8\) \(the shape of dy\)"):
+        nk.dropout_backward(x, _g(np.ones((4, 7), bool)))
+    with pytest.raises(ValueError, match="needs the forward's mask or its seed"):
+        nk.dropout_backward(x)
+    with pytest.raises(ValueError, match=r"seed must be an int in \[0, 2\*\*64\)"):
+        nk.dropout(x, seed=-1)
+    with pytest.raises(ValueError, match="mask is a NumPy array on the host"):
+        nk.dropout_backward(x, np.ones((4, 8), bool))
+    assert not fake.calls
+
+
+@pytest.mark.parametrize("dt", DTYPES, ids=DTYPE_IDS)
 def test_gpu_layer_out_and_in_place(fake, dt):
     rng = np.random.default_rng()
     x = rng.standard_normal((6, 40)).astype(dt)

@@ -186,6 +186,26 @@ void row_norm_bwd(bool rms, int dtype, int64_t M, int64_t N, uintptr_t dy, int64
   check(err, rms ? "rms_norm backward" : "layer_norm backward");
 }
 
+void dropout(int dtype, int64_t n, uintptr_t x, uintptr_t y, uintptr_t mask_in, uintptr_t mask_out, uint64_t seed,
+             uint32_t threshold, double scale, int dev, uintptr_t stream) {
+  DropoutArgs a{};
+  a.dtype = static_cast<DType>(dtype);
+  a.n = n;
+  a.x = ptr<const void>(x);
+  a.y = ptr<void>(y);
+  a.mask_in = ptr<const uint8_t>(mask_in);
+  a.mask_out = ptr<uint8_t>(mask_out);
+  a.seed = seed;
+  a.threshold = threshold;
+  a.scale = scale;
+  const char* err;
+  {
+    py::gil_scoped_release nogil;
+    err = nk::cuda::dropout(a, dev, stream_of(stream));
+  }
+  check(err, "dropout");
+}
+
 }  // namespace
 }  // namespace nk::bind
 
@@ -209,4 +229,5 @@ PYBIND11_MODULE(_cuda, m) {
       .def_property_readonly("__cuda_array_interface__", &DeviceBuffer::cuda_array_interface);
   m.def("row_norm_fwd", &row_norm_fwd);
   m.def("row_norm_bwd", &row_norm_bwd);
+  m.def("dropout", &dropout);
 }

@@ -40,6 +40,8 @@ _DLPACK = {
     (4, 16): _BF16,
 }
 _DL_OF = {v: k for k, v in _DLPACK.items()}
+_BOOL = np.dtype(bool)
+_DL_OF[_BOOL] = (6, 8)
 _NK_DTYPE = {np.dtype(np.float32): 0, np.dtype(np.float64): 1, np.dtype(np.float16): 2, _BF16: 3}
 
 
@@ -126,6 +128,7 @@ class _Torch(_Lib):
             np.dtype(np.float64): torch.float64,
             np.dtype(np.float16): torch.float16,
             _BF16: torch.bfloat16,
+            _BOOL: torch.bool,
         }
 
     def stream(self) -> int:
@@ -533,3 +536,47 @@ def row_norm_backward(rms, dy, x, mean, rstd, w, axis, out):
     if rms:
         return fin(dx), to_param(dw)
     return fin(dx), to_param(dw), to_param(db)
+
+
+# ---- dropout ---------------------------------------------------------------------------------
+
+
+def dropout(x, xname, p, seed, mask, out, want_mask):
+    """dropout / dropout_backward on GPU arrays; seed already resolved (None only with a mask)."""
+    op = "dropout" if xname == "x" else "dropout_backward"
+    c = Call(op, **{xname: x}, mask=mask, out=out)
+    xv = c.float_view(xname)
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"p must be in [0, 1), got {p}")
+    shape, dt = xv.shape, xv.dtype
+    mp = 0
+    if mask is not None:
+        mv = c.views["mask"]
+        if mv.desc not in ("bool8", "bool"):
+            raise TypeError(f"mask has dtype {_dtype_name(mv)}; expected bool")
+        if mv.shape != shape:
+            raise ValueError(f"mask has shape {_shape_str(mv.shape)}; expected {_shape_str(shape)} (the shape of {xname})")
+        if mv.ld_of(0) is None:
+            c.views["mask"] = mv = _View(c.lib.copy(mv.obj), "mask")
+        mp = mv.ptr
+    elif seed is None:
+        raise ValueError("dropout_backward needs the forward's mask or its seed")
+    elif not (isinstance(seed, int) and not isinstance(seed, bool)):
+        raise TypeError(f"seed must be an int in [0, 2**64), got {type(seed).__name__}")
+    elif not 0 <= seed < 2**64:
+        raise ValueError(f"seed must be an int in [0, 2**64), got {seed}")
+    y, yp = c.output("out", shape, dt)
+    if out is not None:
+        c.views["y"] = c.views["out"]
+        c.protect(xname, "y", 0)
+        if mask is not None:
+            c.protect("mask", "y", 0)
+    xp, _ = c.rows(xname, 0)
+    m, mop = c.output("mask_out", shape, _BOOL) if want_mask else (None, 0)
+    n = math.prod(shape)
+    if n > 0:
+        threshold = math.floor(p * 4294967296.0)
+        _cuda.dropout(_NK_DTYPE[dt], n, xp, yp, mp, mop, 0 if seed is None else seed, threshold, 1.0 / (1.0 - p),
+                      c.dev, c.stream)
+    fin = c.lib.finish
+    return (fin(y), fin(m)) if want_mask else fin(y)

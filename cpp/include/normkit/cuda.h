@@ -32,4 +32,6 @@ const char* rms_norm_fwd(const RowNormFwdArgs& args, int dev, void* stream);
 const char* layer_norm_bwd(const RowNormBwdArgs& args, int dev, void* stream);
 const char* rms_norm_bwd(const RowNormBwdArgs& args, int dev, void* stream);
 
+const char* dropout(const DropoutArgs& args, int dev, void* stream);
+
 }  // namespace nk::cuda
