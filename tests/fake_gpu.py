@@ -50,6 +50,9 @@ class FakeGpuArray:
     def fill(self, value):
         self.a.fill(value)
 
+    def __getitem__(self, key):
+        return self.a[key]
+
     def __setitem__(self, key, value):
         self.a[key] = value.a if isinstance(value, FakeGpuArray) else value
 
@@ -153,6 +156,31 @@ class FakeCuda:
         device_view(y, (n,), (1,), dt)[...] = np.where(keep, kept, np.zeros((), dt))
         if mask_out:
             device_view(mask_out, (n,), (1,), bool)[...] = keep
+
+    def reg_row_sum(self, dtype, l2, M, N, ld, x, out, dev, stream):
+        self.calls.append(("reg_row_sum", dtype, l2, M, N, ld, dev, stream))
+        xv, o = _rows(x, M, N, ld, _DTYPES[dtype]), device_view(out, (M,), (1,), np.float64)
+        for r in range(M):
+            o[r] = (_core.l2_penalty if l2 else _core.l1_penalty)(xv[r], 1.0)
+
+    def reg_apply(self, dtype, op, n, x, y, c, dev, stream):
+        self.calls.append(("reg_apply", dtype, op, n, c, dev, stream))
+        dt = _DTYPES[dtype]
+        xv, yv = device_view(x, (n,), (1,), dt), device_view(y, (n,), (1,), dt)
+        if op == 0:
+            _core.add_l1_grad(yv, xv, c)
+        elif op == 1:
+            _core.add_l2_grad(yv, xv, c / 2)
+        elif op == 2:
+            yv[...] = xv
+            _core.l1_prox(yv, c)
+        else:
+            acc = np.float64 if dt == _DTYPES[1] else np.float32
+            yv[...] = (xv.astype(acc) * acc(c)).astype(dt)
+
+    def max_norm(self, dtype, A, K, B, w, max_value, dev, stream):
+        self.calls.append(("max_norm", dtype, A, K, B, max_value, dev, stream))
+        _core.max_norm(device_view(w, (A, K, B), (K * B, B, 1), _DTYPES[dtype]), max_value, 1)
 
 
 def make_lib():

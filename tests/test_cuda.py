@@ -272,3 +272,28 @@ def test_dropout_gpu_bitwise_equals_cpu(lib, dt, n):
     (cdx,) = nk.dropout_backward(dy, cmask, p=0.3)
     np.testing.assert_array_equal(dx1.view(np.uint8), cdx.view(np.uint8))
     np.testing.assert_array_equal(dx2.view(np.uint8), cdx.view(np.uint8))
+
+
+@pytest.mark.parametrize("dt", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("shape", [(7,), (300, 1000), (3, 70001)])
+def test_regularizers_gpu(lib, dt, shape):
+    import reference_reg as rref
+
+    if lib.name == "jax":
+        pytest.skip("JAX arrays are immutable: only the penalties apply")
+    rng = np.random.default_rng()
+    w = randn(rng, shape, dt)
+    w[..., 0] = 0
+    tol = 1e-12 if dt == np.float64 else 1e-5
+    np.testing.assert_allclose(nk.l1_penalty(lib.dev(w), 0.3), rref.l1_penalty(w, 0.3), rtol=tol)
+    np.testing.assert_allclose(nk.l2_penalty(lib.dev(w), 0.3), rref.l2_penalty(w, 0.3), rtol=tol)
+    g = randn(rng, shape, dt)
+    for fn, rfn, args in ((nk.add_l1_grad, rref.add_l1_grad, (0.25,)), (nk.add_l2_grad, rref.add_l2_grad, (0.5,))):
+        gd = lib.dev(g)
+        assert fn(gd, lib.dev(w), *args) is gd
+        assert_close(lib.host(gd), rfn(g, w, *args), dt, "fwd", "y", fn.__name__)
+    for fn, rfn, args in ((nk.l1_prox, rref.l1_prox, (0.4,)), (nk.weight_decay, rref.weight_decay, (0.1, 0.3)),
+                          (nk.max_norm, rref.max_norm, (1.5, 0))):
+        wd = lib.dev(w)
+        assert fn(wd, *args) is wd
+        assert_close(lib.host(wd), rfn(w, *args), dt, "fwd", "y", fn.__name__)

@@ -118,6 +118,61 @@ def test_dropout_gpu_layer_errors(fake):
     assert not fake.calls
 
 
+def _twins(rng, layout, dt):
+    """Two arrays with the same values in the same layout (updated in place by the tests)."""
+    a, b = _layouts(rng, (12, 33), dt)[layout], _layouts(rng, (12, 33), dt)[layout]
+    b[...] = a
+    return a, b
+
+
+@pytest.mark.parametrize("dt", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("layout", ["c", "rowstrided", "fortran", "flipped"])
+def test_regularizers_through_gpu_layer_match_numpy(fake, dt, layout):
+    rng = np.random.default_rng()
+    lay = _layouts(rng, (12, 33), dt)
+    w = lay[layout]
+    assert nk.l1_penalty(_g(w), 0.3) == nk.l1_penalty(w, 0.3)
+    assert nk.l2_penalty(_g(w), 0.7) == nk.l2_penalty(w, 0.7)
+    for fn, args in ((nk.add_l1_grad, (0.25,)), (nk.add_l2_grad, (0.5,))):
+        g_gpu, g_cpu = _twins(rng, layout, dt)
+        assert fn(_g(g_gpu), _g(w), *args).a is g_gpu
+        fn(g_cpu, w, *args)
+        _same(g_gpu, g_cpu)
+    for fn, args in ((nk.l1_prox, (0.4,)), (nk.weight_decay, (0.1, 0.3)), (nk.max_norm, (1.5,))):
+        a, b = _twins(rng, layout, dt)
+        assert fn(_g(a), *args).a is a
+        fn(b, *args)
+        _same(a, b)
+    w3 = rng.standard_normal((3, 4, 5)).astype(dt)
+    w3c = w3.copy()
+    nk.max_norm(_g(w3), 0.8, axis=1)
+    nk.max_norm(w3c, 0.8, axis=1)
+    _same(w3, w3c)
+    g = rng.standard_normal((12, 33)).astype(dt)
+    gc = g.copy()
+    nk.add_l2_grad(_g(g), _g(g), 0.2)  # w is grad itself
+    nk.add_l2_grad(gc, gc, 0.2)
+    _same(g, gc)
+
+
+def test_regularizer_gpu_layer_errors(fake):
+    w = _g(np.ones((4, 8), np.float32))
+    with pytest.raises(ValueError, match="lam must be a finite number >= 0, got -1.0"):
+        nk.l1_penalty(w, -1.0)
+    with pytest.raises(TypeError, match="lam must be a real number, got str"):
+        nk.add_l2_grad(w, w, "a")
+    with pytest.raises(TypeError, match="w has dtype float64; expected float32 \\(the dtype of grad\\)"):
+        nk.add_l1_grad(w, _g(np.ones((4, 8))), 0.1)
+    with pytest.raises(ValueError, match="wd must be a finite number >= 0"):
+        nk.weight_decay(w, 0.1, float("nan"))
+    with pytest.raises(ValueError, match="axis=2 is out of range"):
+        nk.max_norm(w, 1.0, axis=2)
+    with pytest.raises(ValueError, match="grad is a NumPy array on the host"):
+        nk.add_l1_grad(np.ones((4, 8), np.float32), w, 0.1)
+    assert not fake.calls
+    assert nk.l2_penalty(_g(np.ones((0, 3), np.float32)), 2.0) == 0.0
+
+
 @pytest.mark.parametrize("dt", DTYPES, ids=DTYPE_IDS)
 def test_gpu_layer_out_and_in_place(fake, dt):
     rng = np.random.default_rng()

@@ -206,6 +206,38 @@ void dropout(int dtype, int64_t n, uintptr_t x, uintptr_t y, uintptr_t mask_in, 
   check(err, "dropout");
 }
 
+// Sum of |x| (l1) or x^2 (l2) of each of M rows of N values (row stride ld) into out (double[M]).
+void reg_row_sum(int dtype, bool l2, int64_t M, int64_t N, int64_t ld, uintptr_t x, uintptr_t out, int dev,
+                 uintptr_t stream) {
+  const RegRowSumArgs a{static_cast<DType>(dtype), l2 ? RegNorm::l2 : RegNorm::l1, M, N, ld, ptr<const void>(x),
+                        ptr<double>(out)};
+  const char* err;
+  {
+    py::gil_scoped_release nogil;
+    err = nk::cuda::reg_row_sum(a, dev, stream_of(stream));
+  }
+  check(err, l2 ? "l2 sum" : "l1 sum");
+}
+
+void reg_apply(int dtype, int op, int64_t n, uintptr_t x, uintptr_t y, double c, int dev, uintptr_t stream) {
+  const RegApplyArgs a{static_cast<DType>(dtype), static_cast<RegOp>(op), n, ptr<const void>(x), ptr<void>(y), c};
+  const char* err;
+  {
+    py::gil_scoped_release nogil;
+    err = nk::cuda::reg_apply(a, dev, stream_of(stream));
+  }
+  check(err, "regularizer update");
+}
+
+void max_norm(int dtype, int64_t A, int64_t K, int64_t B, uintptr_t w, double max_value, int dev, uintptr_t stream) {
+  const char* err;
+  {
+    py::gil_scoped_release nogil;
+    err = nk::cuda::max_norm(static_cast<DType>(dtype), A, K, B, ptr<void>(w), max_value, dev, stream_of(stream));
+  }
+  check(err, "max_norm");
+}
+
 }  // namespace
 }  // namespace nk::bind
 
@@ -230,4 +262,7 @@ PYBIND11_MODULE(_cuda, m) {
   m.def("row_norm_fwd", &row_norm_fwd);
   m.def("row_norm_bwd", &row_norm_bwd);
   m.def("dropout", &dropout);
+  m.def("reg_row_sum", &reg_row_sum);
+  m.def("reg_apply", &reg_apply);
+  m.def("max_norm", &max_norm);
 }

@@ -580,3 +580,83 @@ def dropout(x, xname, p, seed, mask, out, want_mask):
                       c.dev, c.stream)
     fin = c.lib.finish
     return (fin(y), fin(m)) if want_mask else fin(y)
+
+
+# ---- regularizers ----------------------------------------------------------------------------
+
+_ADD_SIGN, _ADD_SCALED, _SOFT_THRESHOLD, _SCALE = 0, 1, 2, 3
+
+
+def check_nonneg(v: Any, name: str) -> float:
+    """A hyperparameter: a real number (TypeError otherwise), finite and >= 0 (ValueError otherwise)."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number, got {type(v).__name__}")
+    v = float(v)
+    if not (v >= 0.0 and math.isfinite(v)):
+        raise ValueError(f"{name} must be a finite number >= 0, got {v}")
+    return v
+
+
+def penalty(w, lam, l2):
+    c = Call("l2_penalty" if l2 else "l1_penalty", w=w)
+    v = c.float_view("w")
+    lam = check_nonneg(lam, "lam")
+    n = math.prod(v.shape)
+    if n == 0:
+        return lam * 0.0
+    wp, _ = c.rows("w", 0)
+    out, op = c.output("sum", (1,), np.dtype(np.float64))
+    _cuda.reg_row_sum(_NK_DTYPE[v.dtype], l2, 1, n, n, wp, op, c.dev, c.stream)
+    return lam * float(c.lib.finish(out)[0])
+
+
+def _in_place(c: Call, name: str) -> tuple[_View, Any]:
+    """The array updated in place: (its dense view, the object to write back to or None)."""
+    if not c.lib.writable:
+        raise TypeError(f"{c.op}: {name} is a JAX array; JAX arrays are immutable and cannot be updated in place")
+    v = c.float_view(name)
+    if v.ld_of(0) is not None and v.ptr % v.dtype.itemsize == 0:
+        return v, None
+    d = c.lib.copy(v.obj)
+    return _View(d, name), d
+
+
+def update(op, target_name, target, src, hyper):
+    """add_l1_grad / add_l2_grad (src = w) and l1_prox / weight_decay (src = None: target itself)."""
+    c = Call(op, **{target_name: target, "w" if src is not None else "_": src})
+    h = {k: check_nonneg(v, k) for k, v in hyper.items()}
+    kind, c_value = {
+        "add_l1_grad": lambda: (_ADD_SIGN, h.get("lam")),
+        "add_l2_grad": lambda: (_ADD_SCALED, 2.0 * h.get("lam", 0.0)),
+        "l1_prox": lambda: (_SOFT_THRESHOLD, h.get("threshold")),
+        "weight_decay": lambda: (_SCALE, 1.0 - h.get("lr", 0.0) * h.get("wd", 0.0)),
+    }[op]()
+    t, dense = _in_place(c, target_name)
+    sp = t.ptr
+    if src is not None:
+        c.same("w", target_name)
+        c.views["t"] = t
+        if src is not target:
+            c.protect("w", "t", 0)
+        sp, _ = c.rows("w", 0) if src is not target else (t.ptr, 0)
+    n = math.prod(t.shape)
+    if n > 0:
+        _cuda.reg_apply(_NK_DTYPE[t.dtype], kind, n, sp, t.ptr, c_value, c.dev, c.stream)
+        if dense is not None:
+            target[...] = dense
+    return target
+
+
+def max_norm(w, max_value, axis):
+    c = Call("max_norm", w=w)
+    max_value = check_nonneg(max_value, "max_value")
+    v = c.float_view("w")
+    ax = normalize_axis(int(axis), len(v.shape))
+    t, dense = _in_place(c, "w")
+    if math.prod(v.shape) == 0:
+        return w
+    A, K, B = math.prod(v.shape[:ax]), v.shape[ax], math.prod(v.shape[ax + 1 :])
+    _cuda.max_norm(_NK_DTYPE[t.dtype], A, K, B, t.ptr, max_value, c.dev, c.stream)
+    if dense is not None:
+        w[...] = dense
+    return w

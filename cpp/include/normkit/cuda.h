@@ -34,4 +34,11 @@ const char* rms_norm_bwd(const RowNormBwdArgs& args, int dev, void* stream);
 
 const char* dropout(const DropoutArgs& args, int dev, void* stream);
 
+// args.out is device memory (double[M]).
+const char* reg_row_sum(const RegRowSumArgs& args, int dev, void* stream);
+const char* reg_apply(const RegApplyArgs& args, int dev, void* stream);
+// Max-norm in place on w viewed as contiguous (A, K, B): slices k whose L2 norm exceeds
+// max_value are scaled to it (reg_row_sum + reg_scale of regularize.h, all on the device).
+const char* max_norm(DType dtype, int64_t A, int64_t K, int64_t B, void* w, double max_value, int dev, void* stream);
+
 }  // namespace nk::cuda
