@@ -303,3 +303,13 @@ def test_bf16_fake_export_is_bfloat16():
     if _gpu._cuda is None:
         pytest.skip("no DLPack reader")
     assert _gpu._cuda.dlpack_info(FakeGpuArray(a))["dtype"] == (4, 16, 1)
+
+
+def test_ops_without_cuda_kernels_name_the_gpu_array():
+    x = FakeGpuArray(np.ones((2, 3, 4), np.float32))
+    with pytest.raises(TypeError, match="batch_norm has no CUDA kernel yet: x is a fake_gpu array on cuda:0"):
+        nk.batch_norm(x)
+    with pytest.raises(TypeError, match="local_response_norm has no CUDA kernel yet: x is a fake_gpu array on cuda:0"):
+        nk.local_response_norm(x, 3)
+    with pytest.raises(TypeError, match="group_norm_backward has no CUDA kernel yet: dy is a fake_gpu"):
+        nk.group_norm_backward(x, x, x, x, num_groups=1)

@@ -3,6 +3,8 @@
 The native functions convert scalars themselves; when that fails, pybind11 raises a TypeError
 that lists every argument (whole arrays included). ``clear_arg_errors`` re-raises it as one
 line naming the offending argument. The check runs only after a failure: no cost on success.
+It also names GPU arrays given to an op that has no CUDA kernel yet (the CPU bindings see only
+"not a numpy.ndarray").
 """
 
 from __future__ import annotations
@@ -48,6 +50,16 @@ def clear_arg_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except TypeError as e:
+            if "must be a numpy.ndarray" in str(e):
+                from . import _gpu
+
+                bound = sig.bind(*args, **kwargs)
+                for name, value in bound.arguments.items():
+                    if _gpu.any_on_gpu(value):
+                        raise TypeError(
+                            f"{fn.__name__} has no CUDA kernel yet: {name} is {_gpu._where(value)}; pass NumPy arrays"
+                        ) from None
+                raise
             if "incompatible function arguments" not in str(e):
                 raise
             bound = sig.bind(*args, **kwargs)
