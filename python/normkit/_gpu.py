@@ -420,6 +420,8 @@ class Call:
                 raise ValueError(f"{name} has shape {_shape_str(v.shape)}; expected {_shape_str(shape)}")
             if v.ld_of(0) is None:
                 raise ValueError(f"{name} must be C-contiguous")
+            if v.ptr % dtype.itemsize:
+                raise ValueError(f"{name} is not aligned to its itemsize")
             return v.obj, v.ptr
         a = self.lib.empty(shape, dtype)
         return a, _View(a, name).ptr

@@ -74,13 +74,16 @@ inline const char* launch_error() {
 }
 inline const char* cuda_error(cudaError_t e) { return e == cudaSuccess ? nullptr : cudaGetErrorString(e); }
 
-// Makes `dev` current for the scope and restores the previous device afterwards.
+// Makes `dev` current for the scope and restores the previous device afterwards. Entering also
+// clears the thread's last (non-sticky) error, so that launch_error() reports this call's launches
+// only, not an earlier call's failure.
 class DeviceScope {
  public:
   explicit DeviceScope(int dev) {
     err_ = cudaGetDevice(&prev_);
     if (err_ == cudaSuccess && prev_ != dev) err_ = cudaSetDevice(dev);
     switched_ = err_ == cudaSuccess && prev_ != dev;
+    if (err_ == cudaSuccess) cudaGetLastError();
   }
   ~DeviceScope() {
     if (switched_) cudaSetDevice(prev_);

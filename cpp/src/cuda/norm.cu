@@ -2,9 +2,12 @@
 //
 // A row is handled by a group of `tpr` threads (a power of two; blockDim = (tpr, rpb): rpb row
 // slots per block when tpr <= 32, one row per block otherwise). Thread t of the group owns the
-// vector slots t, t + tpr, ... of the row (16-byte accesses when every pointer and row stride
-// allows, else one element). Rows that fit in the group's registers are read once ("cached");
-// longer rows are read once per pass from L2 ("looped").
+// slots t, t + tpr, ... of V = 16 / sizeof(T) elements of the row, read and written as one
+// 16-byte access when every pointer and row stride allows (AL), else element by element. The
+// plan depends only on (N, dtype), never on alignment: the same shape gives the same bits for any
+// layout. Rows that fit in the group's registers are read once ("cached"); longer rows are read
+// once per pass from L2 ("looped"). The variance is the plain two-pass one over the row's values
+// (held in registers, or re-read), with mean = sum / N.
 //
 // Backward parameter gradients: block c of the grid owns the rows [c * rpc, (c + 1) * rpc); each
 // row slot keeps per-column sums of dy * xhat and dy in registers (or in its own partial row in
@@ -19,15 +22,43 @@ namespace nk::cuda {
 namespace {
 
 constexpr int kMaxThreads = 512;  // threads per row group (and per block)
-constexpr int kSlotRows = 32;     // backward: rows per row slot and chunk, at least
+constexpr int kSlotRows = 16;     // backward: rows per row slot of a chunk (partials <= 1/16 of the rows)
+
+// The V = kVec16<T> elements at j of a row: one 16-byte access when AL, else one by one with the
+// elements past N read as zero / not written.
+template <class T, bool AL> __device__ __forceinline__ Pack<T, kVec16<T>> load_pack(const T* p, int64_t j, int64_t N) {
+  using P = Pack<T, kVec16<T>>;
+  if constexpr (AL) {
+    return *reinterpret_cast<const P*>(p + j);
+  } else {
+    P r;
+#pragma unroll
+    for (int k = 0; k < kVec16<T>; ++k) r.v[k] = j + k < N ? p[j + k] : T{};
+    return r;
+  }
+}
+// Whether element k of the pack at j is inside the row (always, when AL: N % V == 0).
+template <bool AL> __device__ __forceinline__ bool in_row(int64_t j, int k, int64_t N) { return AL || j + k < N; }
+
+template <class T, bool AL>
+__device__ __forceinline__ void store_pack(T* p, int64_t j, int64_t N, const Pack<T, kVec16<T>>& v) {
+  if constexpr (AL) {
+    *reinterpret_cast<Pack<T, kVec16<T>>*>(p + j) = v;
+  } else {
+#pragma unroll
+    for (int k = 0; k < kVec16<T>; ++k)
+      if (j + k < N) p[j + k] = v.v[k];
+  }
+}
 
 // ---- forward ---------------------------------------------------------------------------------
 
 // One row: h = x + res (stored, when res), the statistics, y. ITEMS vector slots per thread.
-template <class T, int V, int ITEMS>
+template <class T, bool AL, int ITEMS>
 __global__ void __launch_bounds__(kMaxThreads) fwd_cached(const RowNormFwdArgs a, const bool rms) {
   using A = Acc<T>;
-  using P = Pack<T, V>;
+  using P = Pack<T, kVec16<T>>;
+  constexpr int V = kVec16<T>;
   __shared__ A smem[32];
   const int tpr = blockDim.x, tid = threadIdx.x;
   const int64_t N = a.N, nblk = (a.M + blockDim.y - 1) / blockDim.y;
@@ -42,12 +73,12 @@ __global__ void __launch_bounds__(kMaxThreads) fwd_cached(const RowNormFwdArgs a
     for (int it = 0; it < ITEMS; ++it) {
       const int64_t j = (static_cast<int64_t>(it) * tpr + tid) * V;
       if (valid && j < N) {
-        P p = *reinterpret_cast<const P*>(static_cast<const T*>(a.x) + r * a.ldx + j);
+        P p = load_pack<T, AL>(static_cast<const T*>(a.x) + r * a.ldx, j, N);
         if (a.res) {
-          const P q = *reinterpret_cast<const P*>(static_cast<const T*>(a.res) + r * a.ldr + j);
+          const P q = load_pack<T, AL>(static_cast<const T*>(a.res) + r * a.ldr, j, N);
 #pragma unroll
           for (int k = 0; k < V; ++k) p.v[k] = from_acc<T>(to_acc(p.v[k]) + to_acc(q.v[k]));
-          *reinterpret_cast<P*>(static_cast<T*>(a.h) + r * N + j) = p;
+          store_pack<T, AL>(static_cast<T*>(a.h) + r * N, j, N, p);
         }
 #pragma unroll
         for (int k = 0; k < V; ++k) {
@@ -67,7 +98,7 @@ __global__ void __launch_bounds__(kMaxThreads) fwd_cached(const RowNormFwdArgs a
       if (valid && j < N) {
 #pragma unroll
         for (int k = 0; k < V; ++k) {
-          const A d = v[it][k] - mean;
+          const A d = in_row<AL>(j, k, N) ? v[it][k] - mean : A(0);
           q += d * d;
         }
       }
@@ -81,11 +112,13 @@ __global__ void __launch_bounds__(kMaxThreads) fwd_cached(const RowNormFwdArgs a
 #pragma unroll
         for (int k = 0; k < V; ++k) {
           A y = (v[it][k] - mean) * rstd;
-          if (w) y *= w[j + k];
-          if (b) y += b[j + k];
+          if (in_row<AL>(j, k, N)) {
+            if (w) y *= w[j + k];
+            if (b) y += b[j + k];
+          }
           o.v[k] = from_acc<T>(y);
         }
-        *reinterpret_cast<P*>(static_cast<T*>(a.y) + r * N + j) = o;
+        store_pack<T, AL>(static_cast<T*>(a.y) + r * N, j, N, o);
       }
     }
     if (valid && tid == 0) {
@@ -97,10 +130,11 @@ __global__ void __launch_bounds__(kMaxThreads) fwd_cached(const RowNormFwdArgs a
 
 // Long rows, one per block: three passes over the row (h is written in the first and read back
 // by the same thread in the others).
-template <class T, int V>
+template <class T, bool AL>
 __global__ void __launch_bounds__(kMaxThreads) fwd_looped(const RowNormFwdArgs a, const bool rms) {
   using A = Acc<T>;
-  using P = Pack<T, V>;
+  using P = Pack<T, kVec16<T>>;
+  constexpr int V = kVec16<T>;
   __shared__ A smem[32];
   const int tpr = blockDim.x, tid = threadIdx.x;
   const int64_t N = a.N, step = static_cast<int64_t>(tpr) * V;
@@ -110,12 +144,12 @@ __global__ void __launch_bounds__(kMaxThreads) fwd_looped(const RowNormFwdArgs a
     const T* src = a.res ? static_cast<const T*>(a.h) + r * N : static_cast<const T*>(a.x) + r * a.ldx;
     A s = 0;
     for (int64_t j = static_cast<int64_t>(tid) * V; j < N; j += step) {
-      P p = *reinterpret_cast<const P*>(static_cast<const T*>(a.x) + r * a.ldx + j);
+      P p = load_pack<T, AL>(static_cast<const T*>(a.x) + r * a.ldx, j, N);
       if (a.res) {
-        const P q = *reinterpret_cast<const P*>(static_cast<const T*>(a.res) + r * a.ldr + j);
+        const P q = load_pack<T, AL>(static_cast<const T*>(a.res) + r * a.ldr, j, N);
 #pragma unroll
         for (int k = 0; k < V; ++k) p.v[k] = from_acc<T>(to_acc(p.v[k]) + to_acc(q.v[k]));
-        *reinterpret_cast<P*>(static_cast<T*>(a.h) + r * N + j) = p;
+        store_pack<T, AL>(static_cast<T*>(a.h) + r * N, j, N, p);
       }
 #pragma unroll
       for (int k = 0; k < V; ++k) s += to_acc(p.v[k]);
@@ -123,25 +157,27 @@ __global__ void __launch_bounds__(kMaxThreads) fwd_looped(const RowNormFwdArgs a
     const A mean = rms ? A(0) : row_sum(s, tpr, smem) / static_cast<A>(N);
     A q = 0;
     for (int64_t j = static_cast<int64_t>(tid) * V; j < N; j += step) {
-      const P p = *reinterpret_cast<const P*>(src + j);
+      const P p = load_pack<T, AL>(src, j, N);
 #pragma unroll
       for (int k = 0; k < V; ++k) {
-        const A d = to_acc(p.v[k]) - mean;
+        const A d = in_row<AL>(j, k, N) ? to_acc(p.v[k]) - mean : A(0);
         q += d * d;
       }
     }
     const A rstd = A(1) / sqrt(row_sum(q, tpr, smem) / static_cast<A>(N) + static_cast<A>(a.eps));
     for (int64_t j = static_cast<int64_t>(tid) * V; j < N; j += step) {
-      const P p = *reinterpret_cast<const P*>(src + j);
+      const P p = load_pack<T, AL>(src, j, N);
       P o;
 #pragma unroll
       for (int k = 0; k < V; ++k) {
         A y = (to_acc(p.v[k]) - mean) * rstd;
-        if (w) y *= w[j + k];
-        if (b) y += b[j + k];
+        if (in_row<AL>(j, k, N)) {
+          if (w) y *= w[j + k];
+          if (b) y += b[j + k];
+        }
         o.v[k] = from_acc<T>(y);
       }
-      *reinterpret_cast<P*>(static_cast<T*>(a.y) + r * N + j) = o;
+      store_pack<T, AL>(static_cast<T*>(a.y) + r * N, j, N, o);
     }
     if (tid == 0) {
       if (a.mean && !rms) static_cast<A*>(a.mean)[r] = mean;
@@ -154,11 +190,12 @@ __global__ void __launch_bounds__(kMaxThreads) fwd_looped(const RowNormFwdArgs a
 
 // Rows [c * rpc, min(M, (c + 1) * rpc)) of chunk c; row slot y takes every rpb-th of them. The
 // slot's column sums go to partial row c * rpb + y of pw / pb ([P, N], A).
-template <class T, int V, int ITEMS>
+template <class T, bool AL, int ITEMS>
 __global__ void __launch_bounds__(kMaxThreads)
     bwd_cached(const RowNormBwdArgs a, const bool rms, const int64_t rpc, Acc<T>* pw, Acc<T>* pb) {
   using A = Acc<T>;
-  using P = Pack<T, V>;
+  using P = Pack<T, kVec16<T>>;
+  constexpr int V = kVec16<T>;
   __shared__ A smem[32];
   const int tpr = blockDim.x, tid = threadIdx.x, rpb = blockDim.y;
   const int64_t N = a.N, chunks = (a.M + rpc - 1) / rpc;
@@ -181,13 +218,13 @@ __global__ void __launch_bounds__(kMaxThreads)
       for (int it = 0; it < ITEMS; ++it) {
         const int64_t j = (static_cast<int64_t>(it) * tpr + tid) * V;
         if (valid && j < N) {
-          const P px = *reinterpret_cast<const P*>(static_cast<const T*>(a.x) + r * a.ldx + j);
-          const P pd = *reinterpret_cast<const P*>(static_cast<const T*>(a.dy) + r * a.lddy + j);
+          const P px = load_pack<T, AL>(static_cast<const T*>(a.x) + r * a.ldx, j, N);
+          const P pd = load_pack<T, AL>(static_cast<const T*>(a.dy) + r * a.lddy, j, N);
 #pragma unroll
           for (int k = 0; k < V; ++k) {
-            const A d = to_acc(pd.v[k]);
+            const A d = to_acc(pd.v[k]);  // 0 past the row's end
             xh[it][k] = (to_acc(px.v[k]) - mean) * rstd;
-            g[it][k] = w ? d * w[j + k] : d;
+            g[it][k] = w && in_row<AL>(j, k, N) ? d * w[j + k] : d;
             sg += g[it][k];
             sgx += g[it][k] * xh[it][k];
             dw[it][k] += d * xh[it][k];
@@ -208,7 +245,7 @@ __global__ void __launch_bounds__(kMaxThreads)
           P o;
 #pragma unroll
           for (int k = 0; k < V; ++k) o.v[k] = from_acc<T>(rstd * (g[it][k] - mg - xh[it][k] * mgx));
-          *reinterpret_cast<P*>(static_cast<T*>(a.dx) + r * N + j) = o;
+          store_pack<T, AL>(static_cast<T*>(a.dx) + r * N, j, N, o);
         }
       }
     }
@@ -219,6 +256,7 @@ __global__ void __launch_bounds__(kMaxThreads)
       if (j < N) {
 #pragma unroll
         for (int k = 0; k < V; ++k) {
+          if (!in_row<AL>(j, k, N)) continue;
           pw[prow + j + k] = dw[it][k];
           pb[prow + j + k] = db[it][k];
         }
@@ -229,11 +267,12 @@ __global__ void __launch_bounds__(kMaxThreads)
 
 // Long rows (rpb = 1): two passes per row; the column sums live in the chunk's partial row,
 // which only this block touches (each column always by the same thread).
-template <class T, int V>
+template <class T, bool AL>
 __global__ void __launch_bounds__(kMaxThreads)
     bwd_looped(const RowNormBwdArgs a, const bool rms, const int64_t rpc, Acc<T>* pw, Acc<T>* pb) {
   using A = Acc<T>;
-  using P = Pack<T, V>;
+  using P = Pack<T, kVec16<T>>;
+  constexpr int V = kVec16<T>;
   __shared__ A smem[32];
   const int tpr = blockDim.x, tid = threadIdx.x;
   const int64_t N = a.N, chunks = (a.M + rpc - 1) / rpc, step = static_cast<int64_t>(tpr) * V;
@@ -243,7 +282,8 @@ __global__ void __launch_bounds__(kMaxThreads)
     A* cb = pb + c * N;
     for (int64_t j = static_cast<int64_t>(tid) * V; j < N; j += step)
 #pragma unroll
-      for (int k = 0; k < V; ++k) cw[j + k] = cb[j + k] = 0;
+      for (int k = 0; k < V; ++k)
+        if (in_row<AL>(j, k, N)) cw[j + k] = cb[j + k] = 0;
     const int64_t end = min64(a.M, (c + 1) * rpc);
     for (int64_t r = c * rpc; r < end; ++r) {
       const T* xr = static_cast<const T*>(a.x) + r * a.ldx;
@@ -252,11 +292,12 @@ __global__ void __launch_bounds__(kMaxThreads)
       const A rstd = static_cast<const A*>(a.rstd)[r];
       A sg = 0, sgx = 0;
       for (int64_t j = static_cast<int64_t>(tid) * V; j < N; j += step) {
-        const P px = *reinterpret_cast<const P*>(xr + j);
-        const P pd = *reinterpret_cast<const P*>(dyr + j);
+        const P px = load_pack<T, AL>(xr, j, N);
+        const P pd = load_pack<T, AL>(dyr, j, N);
 #pragma unroll
         for (int k = 0; k < V; ++k) {
-          const A d = to_acc(pd.v[k]), xh = (to_acc(px.v[k]) - mean) * rstd, g = w ? d * w[j + k] : d;
+          const bool in = in_row<AL>(j, k, N);
+          const A d = to_acc(pd.v[k]), xh = (to_acc(px.v[k]) - mean) * rstd, g = w && in ? d * w[j + k] : d;
           sg += g;
           sgx += g * xh;
         }
@@ -265,17 +306,20 @@ __global__ void __launch_bounds__(kMaxThreads)
       const A mg = rms ? A(0) : row_sum(sg, tpr, smem) * inv_n;
       const A mgx = row_sum(sgx, tpr, smem) * inv_n;
       for (int64_t j = static_cast<int64_t>(tid) * V; j < N; j += step) {
-        const P px = *reinterpret_cast<const P*>(xr + j);
-        const P pd = *reinterpret_cast<const P*>(dyr + j);
+        const P px = load_pack<T, AL>(xr, j, N);
+        const P pd = load_pack<T, AL>(dyr, j, N);
         P o;
 #pragma unroll
         for (int k = 0; k < V; ++k) {
-          const A d = to_acc(pd.v[k]), xh = (to_acc(px.v[k]) - mean) * rstd, g = w ? d * w[j + k] : d;
+          const bool in = in_row<AL>(j, k, N);
+          const A d = to_acc(pd.v[k]), xh = (to_acc(px.v[k]) - mean) * rstd, g = w && in ? d * w[j + k] : d;
           o.v[k] = from_acc<T>(rstd * (g - mg - xh * mgx));
-          cw[j + k] += d * xh;
-          cb[j + k] += d;
+          if (in) {
+            cw[j + k] += d * xh;
+            cb[j + k] += d;
+          }
         }
-        *reinterpret_cast<P*>(static_cast<T*>(a.dx) + r * N + j) = o;
+        store_pack<T, AL>(static_cast<T*>(a.dx) + r * N, j, N, o);
       }
     }
   }
@@ -305,7 +349,6 @@ __global__ void col_reduce(const A* part, int64_t P, int64_t N, A* out) {
 // ---- launch planning -------------------------------------------------------------------------
 
 struct Plan {
-  int v;      // elements per access: kVec16<T> or 1
   int tpr;    // threads per row
   int rpb;    // rows per block
   int items;  // vector slots per thread when cached (1, 2, 4, 8); 0: looped
@@ -317,42 +360,40 @@ int64_t pow2_ceil(int64_t n) {
   return p;
 }
 
-// max_elems: the most elements a thread keeps in registers (the budget of the cached kernels).
-template <class T>
-Plan plan_rows(int64_t N, bool vec_ok, int max_elems) {
+// From (N, dtype) alone. max_elems: the most elements a thread keeps in registers (the budget of
+// the cached kernels).
+template <class T> Plan plan_rows(int64_t N, int max_elems) {
+  constexpr int V = kVec16<T>;
   Plan p{};
-  p.v = vec_ok ? kVec16<T> : 1;
-  const int64_t slots = (N + p.v - 1) / p.v;
+  const int64_t slots = (N + V - 1) / V;
   // Two vector slots per thread where possible, so that a row's loads are in flight together.
   p.tpr = static_cast<int>(std::min<int64_t>(kMaxThreads, pow2_ceil((slots + 1) / 2)));
   const int64_t items = pow2_ceil((slots + p.tpr - 1) / p.tpr);
-  p.items = items * p.v <= max_elems && items <= 8 ? static_cast<int>(items) : 0;
+  p.items = items * V <= max_elems && items <= 8 ? static_cast<int>(items) : 0;
   if (p.items == 0) p.tpr = kMaxThreads;
-  p.rpb = p.tpr <= 32 ? 128 / p.tpr : 1;
+  p.rpb = p.items && p.tpr <= 32 ? 128 / p.tpr : 1;
   return p;
 }
 
-bool vec_ok(int bytes, int64_t N, int v, const void* const* ptrs, const int64_t* lds, int nptr) {
-  if (N % v) return false;
+// 16-byte accesses: every pointer 16-byte aligned, every row stride and N multiples of V.
+template <class T> bool aligned16(int64_t N, const void* const* ptrs, const int64_t* lds, int nptr) {
+  if (N % kVec16<T>) return false;
   for (int i = 0; i < nptr; ++i)
-    if (ptrs[i] && !(reinterpret_cast<uintptr_t>(ptrs[i]) % static_cast<uintptr_t>(bytes) == 0 && lds[i] % v == 0))
-      return false;
+    if (ptrs[i] && (reinterpret_cast<uintptr_t>(ptrs[i]) % 16 != 0 || lds[i] % kVec16<T> != 0)) return false;
   return true;
 }
 
 int grid_of(int64_t blocks) { return static_cast<int>(std::min<int64_t>(blocks, int64_t{1} << 30)); }
 
-// Calls f.template operator()<V, ITEMS>() for the plan's compile-time parameters (ITEMS 0: looped).
-// Only the (V, ITEMS) pairs within the register budget MaxE are compiled (plan_rows never picks
-// others).
-template <class T, int MaxE, class F> void by_plan(const Plan& p, F&& f) {
-  constexpr int W = kVec16<T>;
-  const auto items = [&](auto vtag) {
-    constexpr int V = decltype(vtag)::value;
+// Calls f.template operator()<AL, ITEMS>() for the plan (ITEMS 0: looped). Only the ITEMS within
+// the register budget MaxE are compiled (plan_rows never picks others).
+template <class T, int MaxE, class F> void by_plan(const Plan& p, bool al, F&& f) {
+  const auto items = [&](auto altag) {
+    constexpr bool AL = decltype(altag)::value;
     const auto call = [&](auto itag) {
       constexpr int I = decltype(itag)::value;
-      if constexpr (I * V <= MaxE) f.template operator()<V, I>();
-      else f.template operator()<V, 0>();
+      if constexpr (I * kVec16<T> <= MaxE) f.template operator()<AL, I>();
+      else f.template operator()<AL, 0>();
     };
     switch (p.items) {
       case 1: return call(std::integral_constant<int, 1>{});
@@ -362,8 +403,8 @@ template <class T, int MaxE, class F> void by_plan(const Plan& p, F&& f) {
       default: return call(std::integral_constant<int, 0>{});
     }
   };
-  if (p.v == W) items(std::integral_constant<int, W>{});
-  else items(std::integral_constant<int, 1>{});
+  if (al) items(std::true_type{});
+  else items(std::false_type{});
 }
 
 // Register budgets of the cached kernels (elements per thread): the forward keeps the row, the
@@ -372,39 +413,46 @@ template <class T> constexpr int kFwdElems = sizeof(T) == 8 ? 16 : 32;
 template <class T> constexpr int kBwdElems = sizeof(T) == 8 ? 8 : 16;
 
 template <class T> const char* fwd(const RowNormFwdArgs& a, bool rms, cudaStream_t s) {
+  if (a.M <= 0 || a.N <= 0) return nullptr;
   const void* ptrs[] = {a.x, a.res, a.y, a.h};
   const int64_t lds[] = {a.ldx, a.ldr, a.N, a.N};
-  const Plan p = plan_rows<T>(a.N, vec_ok(16, a.N, kVec16<T>, ptrs, lds, 4), kFwdElems<T>);
+  const Plan p = plan_rows<T>(a.N, kFwdElems<T>);
   const dim3 block(p.tpr, p.rpb);
-  by_plan<T, kFwdElems<T>>(p, [&]<int V, int ITEMS>() {
-    if constexpr (ITEMS == 0) fwd_looped<T, V><<<grid_of(a.M), block, 0, s>>>(a, rms);
-    else fwd_cached<T, V, ITEMS><<<grid_of((a.M + p.rpb - 1) / p.rpb), block, 0, s>>>(a, rms);
+  by_plan<T, kFwdElems<T>>(p, aligned16<T>(a.N, ptrs, lds, 4), [&]<bool AL, int ITEMS>() {
+    if constexpr (ITEMS == 0) fwd_looped<T, AL><<<grid_of(a.M), block, 0, s>>>(a, rms);
+    else fwd_cached<T, AL, ITEMS><<<grid_of((a.M + p.rpb - 1) / p.rpb), block, 0, s>>>(a, rms);
   });
   return launch_error();
 }
 
 template <class T> const char* bwd(const RowNormBwdArgs& a, bool rms, cudaStream_t s) {
   using A = Acc<T>;
+  if (a.N <= 0) return nullptr;
+  if (a.M <= 0) {  // no rows: zero parameter gradients
+    for (void* g : {a.dweight, a.dbias})
+      if (g)
+        if (const char* e = cuda_error(cudaMemsetAsync(g, 0, a.N * sizeof(A), s))) return e;
+    return nullptr;
+  }
   const void* ptrs[] = {a.x, a.dy, a.dx};
   const int64_t lds[] = {a.ldx, a.lddy, a.N};
-  const Plan p = plan_rows<T>(a.N, vec_ok(16, a.N, kVec16<T>, ptrs, lds, 3), kBwdElems<T>);
-  const int rpb = p.items ? p.rpb : 1;
-  const int64_t rpc = static_cast<int64_t>(rpb) * kSlotRows;  // rows per chunk
-  const int64_t chunks = (a.M + rpc - 1) / rpc, P = chunks * rpb;
+  const Plan p = plan_rows<T>(a.N, kBwdElems<T>);
+  const int64_t rpc = static_cast<int64_t>(p.rpb) * kSlotRows;  // rows per chunk
+  const int64_t chunks = (a.M + rpc - 1) / rpc, P = chunks * p.rpb;
   Scratch part(2 * P * a.N * static_cast<int64_t>(sizeof(A)), s);
   if (part.error()) return part.error();
   A* pw = part.as<A>();
   A* pb = pw + P * a.N;
-  const dim3 block(p.tpr, rpb);
-  by_plan<T, kBwdElems<T>>(p, [&]<int V, int ITEMS>() {
-    if constexpr (ITEMS == 0) bwd_looped<T, V><<<grid_of(chunks), block, 0, s>>>(a, rms, rpc, pw, pb);
-    else bwd_cached<T, V, ITEMS><<<grid_of(chunks), block, 0, s>>>(a, rms, rpc, pw, pb);
+  const dim3 block(p.tpr, p.rpb);
+  by_plan<T, kBwdElems<T>>(p, aligned16<T>(a.N, ptrs, lds, 3), [&]<bool AL, int ITEMS>() {
+    if constexpr (ITEMS == 0) bwd_looped<T, AL><<<grid_of(chunks), block, 0, s>>>(a, rms, rpc, pw, pb);
+    else bwd_cached<T, AL, ITEMS><<<grid_of(chunks), block, 0, s>>>(a, rms, rpc, pw, pb);
   });
   if (const char* e = launch_error()) return e;
   const dim3 rblock(32, 8);
   const int rgrid = grid_of((a.N + 31) / 32);
   if (a.dweight) col_reduce<A><<<rgrid, rblock, 0, s>>>(pw, P, a.N, static_cast<A*>(a.dweight));
-  if (a.dbias) col_reduce<A><<<rgrid, rblock, 0, s>>>(pb, P, a.N, static_cast<A*>(a.dbias));
+  if (a.dbias && !rms) col_reduce<A><<<rgrid, rblock, 0, s>>>(pb, P, a.N, static_cast<A*>(a.dbias));
   return launch_error();
 }
 
