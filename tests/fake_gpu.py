@@ -182,6 +182,96 @@ class FakeCuda:
         self.calls.append(("max_norm", dtype, A, K, B, max_value, dev, stream))
         _core.max_norm(device_view(w, (A, K, B), (K * B, B, 1), _DTYPES[dtype]), max_value, 1)
 
+    # ---- channel norms: (N, C, S) views in their layout, the CPU ops on them ----
+
+    @staticmethod
+    def _chan(ptr, layout, N, C, S, dt):
+        """The tensor as the CPU ops see it, and its channel_axis."""
+        if layout == 0:
+            return device_view(ptr, (N, C, S), (C * S, S, 1), dt), 1
+        return device_view(ptr, (N, S, C), (S * C, C, 1), dt), -1
+
+    def batch_norm_fwd(self, dtype, layout, N, C, S, x, y, w, b, rm, rv, training, eps, sm, sr, bm, bv, dev, stream):
+        self.calls.append(("batch_norm_fwd", dtype, layout, N, C, S, training, dev, stream))
+        dt = _DTYPES[dtype]
+        acc = np.float64 if dt == _DTYPES[1] else np.float32
+        xv, ax = self._chan(x, layout, N, C, S, dt)
+        vec = (lambda p: device_view(p, (C,), (1,), acc) if p else None)  # noqa: E731
+        if training:  # momentum 1 from zeros: the running arrays receive the batch statistics
+            run_m, run_v = np.zeros(C), np.zeros(C)
+        else:
+            run_m, run_v = vec(rm), vec(rv)
+        yy, m, r = _core.batch_norm_forward(xv, vec(w), vec(b), run_m, run_v, training, 1.0, eps, ax, None, True)
+        self._chan(y, layout, N, C, S, dt)[0][...] = yy
+        vec(sm)[...], vec(sr)[...] = m, r
+        if bm:
+            device_view(bm, (C,), (1,), np.float64)[...] = run_m
+            device_view(bv, (C,), (1,), np.float64)[...] = run_v
+
+    def batch_norm_bwd(self, dtype, layout, N, C, S, x, dy, dx, mean, rstd, w, training, dw, db, dev, stream):
+        self.calls.append(("batch_norm_bwd", dtype, layout, N, C, S, training, dev, stream))
+        dt = _DTYPES[dtype]
+        acc = np.float64 if dt == _DTYPES[1] else np.float32
+        xv, ax = self._chan(x, layout, N, C, S, dt)
+        dyv = self._chan(dy, layout, N, C, S, dt)[0]
+        vec = (lambda p: device_view(p, (C,), (1,), acc))  # noqa: E731
+        wv = vec(w) if w else np.ones(C, acc)  # ones: the gradients come back in the accumulation dtype
+        g = _core.batch_norm_backward(dyv, xv, vec(mean), vec(rstd), wv, training, ax, None)
+        self._chan(dx, layout, N, C, S, dt)[0][...] = g[0]
+        device_view(dw, (C,), (1,), np.float64)[...] = g[1]
+        device_view(db, (C,), (1,), np.float64)[...] = g[2]
+
+    def group_norm_fwd(self, dtype, layout, N, C, S, G, x, y, w, b, eps, mean, m2, rstd, dev, stream):
+        self.calls.append(("group_norm_fwd", dtype, layout, N, C, S, G, dev, stream))
+        dt = _DTYPES[dtype]
+        acc = np.float64 if dt == _DTYPES[1] else np.float32
+        xv, ax = self._chan(x, layout, N, C, S, dt)
+        vec = (lambda p: device_view(p, (C,), (1,), acc) if p else None)  # noqa: E731
+        yy, m, r = _core.group_norm_forward(xv, G, vec(w), vec(b), eps, ax, None, True)
+        self._chan(y, layout, N, C, S, dt)[0][...] = yy
+        nc = xv.astype(np.float64) if ax == 1 else np.moveaxis(xv.astype(np.float64), -1, 1)
+        grouped = nc.reshape(N, G, -1)
+        mu = grouped.mean(axis=2)
+        device_view(mean, (N, G), (G, 1), np.float64)[...] = m
+        device_view(m2, (N, G), (G, 1), np.float64)[...] = ((grouped - mu[..., None]) ** 2).sum(axis=2)
+        device_view(rstd, (N, G), (G, 1), np.float64)[...] = r
+
+    def group_norm_bwd(self, dtype, layout, N, C, S, G, x, dy, dx, mean, rstd, w, affine_only, sdy, sdyx, dw, db,
+                       dev, stream):
+        self.calls.append(("group_norm_bwd", dtype, layout, N, C, S, G, affine_only, dev, stream))
+        dt = _DTYPES[dtype]
+        acc = np.float64 if dt == _DTYPES[1] else np.float32
+        xv, ax = self._chan(x, layout, N, C, S, dt)
+        dyv = self._chan(dy, layout, N, C, S, dt)[0]
+        mv = device_view(mean, (N, G), (G, 1), acc)
+        rv = device_view(rstd, (N, G), (G, 1), acc)
+        wv = device_view(w, (C,), (1,), acc) if w else np.ones(C, acc)
+        if affine_only:
+            assert G == C
+            g = _core.instance_norm_backward(dyv, xv, mv, rv, wv, ax, False, None)
+        else:
+            g = _core.group_norm_backward(dyv, xv, mv, rv, wv, G, ax, None)
+        self._chan(dx, layout, N, C, S, dt)[0][...] = g[0]
+        device_view(dw, (C,), (1,), np.float64)[...] = g[1]
+        device_view(db, (C,), (1,), np.float64)[...] = g[2]
+
+    def running_update(self, run_dtype, C, run, batch, momentum, dev, stream):
+        self.calls.append(("running_update", run_dtype, C, momentum, dev, stream))
+        r = device_view(run, (C,), (1,), _DTYPES[run_dtype])
+        b = device_view(batch, (C,), (1,), np.float64)
+        r[...] = (1.0 - momentum) * r.astype(np.float64) + momentum * b
+
+    def instance_batch_stats(self, N, C, S, mean, m2, bm, bv, dev, stream):
+        self.calls.append(("instance_batch_stats", N, C, S, dev, stream))
+        mv = device_view(mean, (N, C), (C, 1), np.float64)
+        qv = device_view(m2, (N, C), (C, 1), np.float64)
+        a, b = np.zeros(C), np.zeros(C)
+        for n in range(N):
+            a += mv[n] / N
+            b += qv[n] / (S - 1) / N
+        device_view(bm, (C,), (1,), np.float64)[...] = a
+        device_view(bv, (C,), (1,), np.float64)[...] = b
+
 
 def make_lib():
     """The _gpu library adapter for FakeGpuArray (registered under this module's name)."""

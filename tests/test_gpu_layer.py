@@ -9,7 +9,7 @@ import ml_dtypes
 import normkit as nk
 import numpy as np
 import pytest
-from conftest import DTYPE_IDS, DTYPES
+from conftest import DTYPE_IDS, DTYPES, assert_close
 from fake_gpu import FakeCuda, FakeGpuArray, make_lib
 from normkit import _gpu
 
@@ -307,9 +307,112 @@ def test_bf16_fake_export_is_bfloat16():
 
 def test_ops_without_cuda_kernels_name_the_gpu_array():
     x = FakeGpuArray(np.ones((2, 3, 4), np.float32))
-    with pytest.raises(TypeError, match="batch_norm has no CUDA kernel yet: x is a fake_gpu array on cuda:0"):
-        nk.batch_norm(x)
     with pytest.raises(TypeError, match="local_response_norm has no CUDA kernel yet: x is a fake_gpu array on cuda:0"):
         nk.local_response_norm(x, 3)
-    with pytest.raises(TypeError, match="group_norm_backward has no CUDA kernel yet: dy is a fake_gpu"):
-        nk.group_norm_backward(x, x, x, x, num_groups=1)
+    with pytest.raises(TypeError, match="local_response_norm_backward has no CUDA kernel yet: dy is a fake_gpu"):
+        nk.local_response_norm_backward(x, x, x, x, 3)
+
+
+def _close(got, want, dt, what):
+    got, want = (got, want) if isinstance(want, tuple) else ((got,), (want,))
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert g.dtype == w.dtype and g.shape == w.shape, f"{what}[{i}]: {g.dtype}{g.shape} vs {w.dtype}{w.shape}"
+        assert_close(g, w.astype(np.float64), dt, "bwd", "dparam", f"{what}[{i}]")
+
+
+CHAN_CASES = [((4, 6, 5, 3), 1), ((4, 5, 3, 6), -1), ((9, 6), 1), ((3, 7, 6), -1)]
+
+
+@pytest.mark.parametrize("dt", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("shape,axis", CHAN_CASES)
+def test_batch_norm_through_gpu_layer_matches_numpy(fake, dt, shape, axis):
+    rng = np.random.default_rng()
+    x = rng.standard_normal(shape).astype(dt)
+    if len(shape) > 2:
+        x = np.asfortranarray(x)  # copied once on the way in
+    C = shape[axis]
+    w, b = rng.standard_normal(C).astype(np.float32), rng.standard_normal(C).astype(dt)
+    rm, rv = rng.standard_normal(C).astype(np.float32), rng.random(C).astype(np.float32) + 0.5
+    rm_g, rv_g = rm.copy(), rv.copy()
+    got = _host(nk.batch_norm_forward(_g(x), _g(w), _g(b), _g(rm_g), _g(rv_g), training=True, momentum=0.3,
+                                      channel_axis=axis))
+    want = nk.batch_norm_forward(x, w, b, rm, rv, training=True, momentum=0.3, channel_axis=axis)
+    _same(got, want)
+    _same((rm_g, rv_g), (rm, rv))  # running statistics updated in place, the same bits
+    _same(_host(nk.batch_norm(_g(x), None, None, _g(rm), _g(rv), channel_axis=axis)),
+          nk.batch_norm(x, None, None, rm, rv, channel_axis=axis))
+    _, sm, sr = want
+    dy = rng.standard_normal(shape).astype(dt)
+    for training in (True, False):
+        for wt in (w, None):
+            got = _host(nk.batch_norm_backward(_g(dy), _g(x), _g(sm), _g(sr), _g(wt), training=training,
+                                               channel_axis=axis))
+            want = nk.batch_norm_backward(dy, x, sm, sr, wt, training=training, channel_axis=axis)
+            _same(got[0], want[0])
+            _close(got[1:], want[1:], dt, "batch_norm dparams")
+
+
+@pytest.mark.parametrize("dt", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("shape,axis", CHAN_CASES[:2] + [((3, 7, 6), -1)])
+@pytest.mark.parametrize("G", [1, 2, 6])
+def test_group_and_instance_norm_through_gpu_layer_match_numpy(fake, dt, shape, axis, G):
+    rng = np.random.default_rng()
+    x = rng.standard_normal(shape).astype(dt)
+    C = shape[axis]
+    w, b = rng.standard_normal(C).astype(dt), rng.standard_normal(C).astype(np.float32)
+    got = _host(nk.group_norm_forward(_g(x), G, _g(w), _g(b), channel_axis=axis))
+    want = nk.group_norm_forward(x, G, w, b, channel_axis=axis)
+    _same(got, want)
+    dy = rng.standard_normal(shape).astype(dt)
+    _, mean, rstd = want
+    got = _host(nk.group_norm_backward(_g(dy), _g(x), _g(mean), _g(rstd), _g(w), num_groups=G, channel_axis=axis))
+    want = nk.group_norm_backward(dy, x, mean, rstd, w, num_groups=G, channel_axis=axis)
+    _same(got[0], want[0])
+    _close(got[1:], want[1:], dt, "group_norm dparams")
+    if G != C:
+        return
+    rm, rv = rng.standard_normal(C).astype(np.float32), rng.random(C).astype(np.float32) + 0.5
+    rm_g, rv_g = rm.copy(), rv.copy()
+    got = _host(nk.instance_norm_forward(_g(x), _g(w), None, _g(rm_g), _g(rv_g), momentum=0.2, channel_axis=axis))
+    want = nk.instance_norm_forward(x, w, None, rm, rv, momentum=0.2, channel_axis=axis)
+    _same(got, want)
+    # the stand-in's per-instance M2 is NumPy's sum, not the CPU kernel's: close, not the same bits
+    np.testing.assert_allclose(np.stack([rm_g, rv_g]), np.stack([rm, rv]), rtol=1e-6, atol=1e-7)
+    got = _host(nk.instance_norm_forward(_g(x), _g(w), _g(b), _g(rm), _g(rv), use_input_stats=False,
+                                         channel_axis=axis))
+    want = nk.instance_norm_forward(x, w, b, rm, rv, use_input_stats=False, channel_axis=axis)
+    _same(got, want)
+    for uis in (True, False):
+        _, im, ir = want
+        got = _host(nk.instance_norm_backward(_g(dy), _g(x), _g(im), _g(ir), _g(w), channel_axis=axis,
+                                              use_input_stats=uis))
+        ref = nk.instance_norm_backward(dy, x, im, ir, w, channel_axis=axis, use_input_stats=uis)
+        _same(got[0], ref[0])
+        _close(got[1:], ref[1:], dt, "instance_norm dparams")
+
+
+def test_channel_norm_gpu_layer_errors(fake):
+    x = _g(np.ones((4, 6, 5), np.float32))
+    c6 = _g(np.ones(6, np.float32))
+    with pytest.raises(ValueError, match="got only running_mean"):
+        nk.batch_norm(x, running_mean=c6, training=True)
+    with pytest.raises(ValueError, match="needs running_mean and running_var"):
+        nk.batch_norm(x)
+    with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\], got 1.5"):
+        nk.batch_norm(x, training=True, momentum=1.5)
+    with pytest.raises(ValueError, match="needs more than 1 value per channel"):
+        nk.batch_norm(_g(np.ones((1, 6), np.float32)), training=True)
+    with pytest.raises(ValueError, match=r"running_var has shape \(5,\); expected \(6,\)"):
+        nk.batch_norm(x, running_mean=c6, running_var=_g(np.ones(5, np.float32)))
+    with pytest.raises(ValueError, match="num_groups=4 must be >= 1 and divide the number of channels C=6"):
+        nk.group_norm(x, 4)
+    with pytest.raises(ValueError, match="channel_axis must be 1"):
+        nk.group_norm(x, 2, channel_axis=2)
+    with pytest.raises(ValueError, match="x must have at least 2 dimensions"):
+        nk.batch_norm(_g(np.ones(6, np.float32)), training=True)
+    with pytest.raises(ValueError, match=r"dy has shape \(4, 6, 4\); expected \(4, 6, 5\)"):
+        nk.group_norm_backward(_g(np.ones((4, 6, 4), np.float32)), x, _g(np.ones((4, 2), np.float32)),
+                               _g(np.ones((4, 2), np.float32)), num_groups=2)
+    with pytest.raises(ValueError, match="needs more than 1 spatial value"):
+        nk.instance_norm(_g(np.ones((4, 6, 1), np.float32)))
+    assert not fake.calls

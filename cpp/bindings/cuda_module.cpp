@@ -238,6 +238,77 @@ void max_norm(int dtype, int64_t A, int64_t K, int64_t B, uintptr_t w, double ma
   check(err, "max_norm");
 }
 
+// Channel norms: layout 0 = NCHW (ncs), 1 = channels-last (nsc); all pointers device memory.
+void batch_norm_fwd(int dtype, int layout, int64_t N, int64_t C, int64_t S, uintptr_t x, uintptr_t y, uintptr_t w,
+                    uintptr_t b, uintptr_t run_mean, uintptr_t run_var, bool training, double eps, uintptr_t save_mean,
+                    uintptr_t save_rstd, uintptr_t batch_mean, uintptr_t batch_var, int dev, uintptr_t stream) {
+  const BatchNormFwdArgs a{static_cast<DType>(dtype), static_cast<Layout>(layout), N, C, S, ptr<const void>(x),
+                           ptr<void>(y), ptr<const void>(w), ptr<const void>(b), ptr<const void>(run_mean),
+                           ptr<const void>(run_var), training, eps, ptr<void>(save_mean), ptr<void>(save_rstd),
+                           ptr<double>(batch_mean), ptr<double>(batch_var)};
+  const char* err;
+  {
+    py::gil_scoped_release nogil;
+    err = nk::cuda::batch_norm_fwd(a, dev, stream_of(stream));
+  }
+  check(err, "batch_norm forward");
+}
+
+void batch_norm_bwd(int dtype, int layout, int64_t N, int64_t C, int64_t S, uintptr_t x, uintptr_t dy, uintptr_t dx,
+                    uintptr_t mean, uintptr_t rstd, uintptr_t w, bool training, uintptr_t dweight, uintptr_t dbias,
+                    int dev, uintptr_t stream) {
+  const BatchNormBwdArgs a{static_cast<DType>(dtype), static_cast<Layout>(layout), N, C, S, ptr<const void>(x),
+                           ptr<const void>(dy), ptr<void>(dx), ptr<const void>(mean), ptr<const void>(rstd),
+                           ptr<const void>(w), training, ptr<double>(dweight), ptr<double>(dbias)};
+  const char* err;
+  {
+    py::gil_scoped_release nogil;
+    err = nk::cuda::batch_norm_bwd(a, dev, stream_of(stream));
+  }
+  check(err, "batch_norm backward");
+}
+
+void group_norm_fwd(int dtype, int layout, int64_t N, int64_t C, int64_t S, int64_t G, uintptr_t x, uintptr_t y,
+                    uintptr_t w, uintptr_t b, double eps, uintptr_t mean, uintptr_t m2, uintptr_t rstd, int dev,
+                    uintptr_t stream) {
+  const GroupFwdArgs a{static_cast<DType>(dtype), N, C, S, G, ptr<const void>(x), ptr<void>(y), ptr<const void>(w),
+                       ptr<const void>(b), eps, ptr<double>(mean), ptr<double>(m2), ptr<double>(rstd)};
+  const char* err;
+  {
+    py::gil_scoped_release nogil;
+    err = nk::cuda::group_norm_fwd(a, static_cast<Layout>(layout), dev, stream_of(stream));
+  }
+  check(err, "group_norm forward");
+}
+
+void group_norm_bwd(int dtype, int layout, int64_t N, int64_t C, int64_t S, int64_t G, uintptr_t x, uintptr_t dy,
+                    uintptr_t dx, uintptr_t mean, uintptr_t rstd, uintptr_t w, bool affine_only, uintptr_t sdy,
+                    uintptr_t sdyx, uintptr_t dweight, uintptr_t dbias, int dev, uintptr_t stream) {
+  const GroupBwdArgs a{static_cast<DType>(dtype), N, C, S, G, ptr<const void>(x), ptr<const void>(dy), ptr<void>(dx),
+                       ptr<const void>(mean), ptr<const void>(rstd), ptr<const void>(w), affine_only, ptr<double>(sdy),
+                       ptr<double>(sdyx), ptr<double>(dweight), ptr<double>(dbias)};
+  const char* err;
+  {
+    py::gil_scoped_release nogil;
+    err = nk::cuda::group_norm_bwd(a, static_cast<Layout>(layout), dev, stream_of(stream));
+  }
+  check(err, "group_norm backward");
+}
+
+void running_update(int run_dtype, int64_t C, uintptr_t run, uintptr_t batch, double momentum, int dev,
+                    uintptr_t stream) {
+  check(nk::cuda::running_update(static_cast<DType>(run_dtype), C, ptr<void>(run), ptr<const double>(batch), momentum,
+                                 dev, stream_of(stream)),
+        "running statistics update");
+}
+
+void instance_batch_stats(int64_t N, int64_t C, int64_t S, uintptr_t mean, uintptr_t m2, uintptr_t bm, uintptr_t bv,
+                          int dev, uintptr_t stream) {
+  check(nk::cuda::instance_batch_stats(N, C, S, ptr<const double>(mean), ptr<const double>(m2), ptr<double>(bm),
+                                       ptr<double>(bv), dev, stream_of(stream)),
+        "instance_norm batch statistics");
+}
+
 }  // namespace
 }  // namespace nk::bind
 
@@ -265,4 +336,10 @@ PYBIND11_MODULE(_cuda, m) {
   m.def("reg_row_sum", &reg_row_sum);
   m.def("reg_apply", &reg_apply);
   m.def("max_norm", &max_norm);
+  m.def("batch_norm_fwd", &batch_norm_fwd);
+  m.def("batch_norm_bwd", &batch_norm_bwd);
+  m.def("group_norm_fwd", &group_norm_fwd);
+  m.def("group_norm_bwd", &group_norm_bwd);
+  m.def("running_update", &running_update);
+  m.def("instance_batch_stats", &instance_batch_stats);
 }

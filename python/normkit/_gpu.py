@@ -113,6 +113,12 @@ class _Lib:
         a.fill(value)
         return a
 
+    def broadcast_rows(self, a: Any, n: int) -> Any:
+        """A new C-contiguous (n, *a.shape) array of n copies of a."""
+        out = self.empty((n, *a.shape), np.dtype(a.dtype))
+        out[...] = a
+        return out
+
     writable = True
 
 
@@ -145,6 +151,9 @@ class _Torch(_Lib):
 
     def fill(self, a, value):
         return a.fill_(value)
+
+    def broadcast_rows(self, a, n):
+        return a.unsqueeze(0).expand(n, *a.shape).contiguous()
 
 
 class _CuPy(_Lib):
@@ -200,6 +209,9 @@ class _Jax(_Lib):
 
     def fill(self, a, value):
         return self.jnp.full(a.shape, value, dtype=a.dtype, device=self.device)
+
+    def broadcast_rows(self, a, n):
+        return self.jnp.broadcast_to(a, (n, *a.shape)) + 0
 
 
 class _Exported:
@@ -339,6 +351,7 @@ class Call:
                 f"set {_UNVALIDATED_ENV}=1 to run them anyway"
             )
         self.op = op
+        self.keep: list[Any] = []
         self.dev = gpu[first]
         self.lib = _lib_of(given[first], self.dev)
         for k, a in given.items():
@@ -424,6 +437,7 @@ class Call:
                 raise ValueError(f"{name} is not aligned to its itemsize")
             return v.obj, v.ptr
         a = self.lib.empty(shape, dtype)
+        self.keep.append(a)  # alive until the call returns, whether or not the caller keeps it
         return a, _View(a, name).ptr
 
     def protect(self, name: str, out: str, axis: int) -> None:
@@ -662,3 +676,237 @@ def max_norm(w, max_value, axis):
     if dense is not None:
         w[...] = dense
     return w
+
+
+# ---- channel norms ---------------------------------------------------------------------------
+
+_NCS, _NSC = 0, 1
+_F64 = np.dtype(np.float64)
+
+
+class _Chan:
+    """x viewed as a contiguous (N, C, S) tensor in its layout (copied once when not contiguous)."""
+
+    def __init__(self, c: Call, channel_axis: int) -> None:
+        v = c.float_view("x")
+        nd = len(v.shape)
+        if nd < 2:
+            raise ValueError(f"x must have at least 2 dimensions (N, C, ...), got shape {_shape_str(v.shape)}")
+        if channel_axis not in (1, -1):
+            raise ValueError(f"channel_axis must be 1 (N, C, ...) or -1 (channels-last), got {channel_axis}")
+        ax = 1 if channel_axis == 1 else nd - 1
+        self.shape, self.dt = v.shape, v.dtype
+        self.N, self.C = v.shape[0], v.shape[ax]
+        self.S = math.prod(d for i, d in enumerate(v.shape) if i not in (0, ax))
+        self.layout = _NCS if ax == 1 and self.S > 1 else _NSC  # S == 1: the same memory either way
+        self.c = c
+        self.xp = self.dense("x")
+
+    def dense(self, name: str) -> int:
+        v = self.c.views[name]
+        if v.ld_of(0) is None or v.ptr % v.dtype.itemsize:
+            self.c.views[name] = v = _View(self.c.lib.copy(v.obj), name)
+        return v.ptr
+
+    def like_x(self, name: str) -> int:
+        self.c.same(name, "x")
+        return self.dense(name)
+
+    def output(self, out: Any, *inputs: str) -> tuple[Any, int]:
+        """y / dx: out= (inputs overlapping it other than in place are copied first) or new."""
+        y, yp = self.c.output("out", self.shape, self.dt)
+        if out is not None:
+            self.c.views["y"] = self.c.views["out"]
+            for name in inputs:
+                self.c.protect(name, "y", 0)
+            self.xp = self.c.views["x"].ptr
+        return y, yp
+
+    def running(self, training_update: bool) -> tuple[bool, dict[str, _View]]:
+        names = [k for k in ("running_mean", "running_var") if k in self.c.views]
+        if len(names) == 1:
+            raise ValueError(f"running_mean and running_var must be given together; got only {names[0]}")
+        for name in names:
+            v = self.c.float_view(name)
+            if v.shape != (self.C,):
+                raise ValueError(f"{name} has shape {_shape_str(v.shape)}; expected {_shape_str((self.C,))}")
+            if training_update and not self.c.lib.writable:
+                raise TypeError(f"{name} is a JAX array; JAX arrays are immutable and cannot be updated in place")
+        return bool(names), {k: self.c.views[k] for k in names}
+
+    def update_running(self, arrays: dict[str, Any], batch: dict[str, int], momentum: float) -> None:
+        """running = (1 - momentum) * running + momentum * batch, in place on the caller's arrays."""
+        for name, obj in arrays.items():
+            v = self.c.views[name]
+            dense = None
+            if v.ld_of(0) is None or v.ptr % v.dtype.itemsize:
+                dense = self.c.lib.copy(obj)
+                v = _View(dense, name)
+            _cuda.running_update(_NK_DTYPE[v.dtype], self.C, v.ptr, batch[name], momentum, self.c.dev, self.c.stream)
+            if dense is not None:
+                obj[...] = dense
+
+
+def _check_momentum(m: float) -> float:
+    m = float(m)
+    if not 0.0 <= m <= 1.0:
+        raise ValueError(f"momentum must be in [0, 1], got {m}")
+    return m
+
+
+def _to_param(c: Call, g: Any, pdt: np.dtype) -> Any:
+    g = c.lib.finish(g)
+    return g if pdt == _F64 else c.lib.astype(g, pdt)
+
+
+def batch_norm_forward(x, w, b, rm, rv, training, momentum, eps, channel_axis, out, want_stats):
+    c = Call("batch_norm", x=x, weight=w, bias=b, running_mean=rm, running_var=rv, out=out)
+    v = _Chan(c, int(channel_axis))
+    check_eps(float(eps))
+    momentum = _check_momentum(momentum)
+    C, dt, acc = v.C, v.dt, acc_dtype(v.dt)
+    wp, _ = c.param("weight", dt, (C,))
+    bp, _ = c.param("bias", dt, (C,))
+    given, _ = v.running(bool(training))
+    if training and v.N * v.S < 2:
+        raise ValueError(f"batch_norm in training needs more than 1 value per channel, got x of shape {_shape_str(v.shape)}")
+    if not training and not given:
+        raise ValueError("batch_norm in eval mode (training=False) needs running_mean and running_var")
+    rmp = rvp = 0
+    if not training:
+        rmp, rvp = c.acc_copy("running_mean", acc), c.acc_copy("running_var", acc)
+    update = bool(training) and given
+    _bm, bmp = c.output("batch_mean", (C,), _F64) if update else (None, 0)
+    _bv, bvp = c.output("batch_var", (C,), _F64) if update else (None, 0)
+    sm, smp = c.output("save_mean", (C,), acc)
+    sr, srp = c.output("save_rstd", (C,), acc)
+    y, yp = v.output(out, "x")
+    if C > 0:
+        _cuda.batch_norm_fwd(_NK_DTYPE[dt], v.layout, v.N, C, v.S, v.xp, yp, wp, bp, rmp, rvp, bool(training),
+                             float(eps), smp, srp, bmp, bvp, c.dev, c.stream)
+    if update:
+        v.update_running({"running_mean": rm, "running_var": rv}, {"running_mean": bmp, "running_var": bvp}, momentum)
+    fin = c.lib.finish
+    return (fin(y), fin(sm), fin(sr)) if want_stats else fin(y)
+
+
+def batch_norm_backward(dy, x, mean, rstd, w, training, channel_axis, out):
+    c = Call("batch_norm_backward", dy=dy, x=x, save_mean=mean, save_rstd=rstd, weight=w, out=out)
+    v = _Chan(c, int(channel_axis))
+    dyp = v.like_x("dy")
+    C, dt = v.C, v.dt
+    mp = c.stat("save_mean", dt, (C,))
+    sp = c.stat("save_rstd", dt, (C,))
+    wp, pdt = c.param("weight", dt, (C,))
+    dx, dxp = v.output(out, "x", "dy")
+    dyp = c.views["dy"].ptr
+    dw, dwp = c.output("dweight", (C,), _F64)
+    db, dbp = c.output("dbias", (C,), _F64)
+    _cuda.batch_norm_bwd(_NK_DTYPE[dt], v.layout, v.N, C, v.S, v.xp, dyp, dxp, mp, sp, wp, bool(training), dwp, dbp,
+                         c.dev, c.stream)
+    return c.lib.finish(dx), _to_param(c, dw, pdt or dt), _to_param(c, db, pdt or dt)
+
+
+def _check_groups(G: int, C: int) -> int:
+    if G < 1 or C % G:
+        raise ValueError(f"num_groups={G} must be >= 1 and divide the number of channels C={C}")
+    return G
+
+
+def _group_fwd(c: Call, v: _Chan, G: int, eps: float, out: Any):
+    """GroupNorm forward on the device: (y, mean, m2, rstd), the statistics double (N, G) arrays."""
+    wp, _ = c.param("weight", v.dt, (v.C,))
+    bp, _ = c.param("bias", v.dt, (v.C,))
+    y, yp = v.output(out, "x")
+    mean, mp = c.output("mean", (v.N, G), _F64)
+    _m2, qp = c.output("m2", (v.N, G), _F64)
+    rstd, rp = c.output("rstd", (v.N, G), _F64)
+    if math.prod(v.shape) > 0:
+        _cuda.group_norm_fwd(_NK_DTYPE[v.dt], v.layout, v.N, v.C, v.S, G, v.xp, yp, wp, bp, eps, mp, qp, rp,
+                             c.dev, c.stream)
+    elif v.N * G > 0:
+        mean, rstd = c.lib.fill(mean, math.nan), c.lib.fill(rstd, math.nan)
+    return y, mean, mp, qp, rstd
+
+
+def group_norm_forward(x, G, w, b, eps, channel_axis, out, want_stats):
+    c = Call("group_norm", x=x, weight=w, bias=b, out=out)
+    v = _Chan(c, int(channel_axis))
+    G = _check_groups(int(G), v.C)
+    check_eps(float(eps))
+    y, mean, _, _, rstd = _group_fwd(c, v, G, float(eps), out)
+    fin = c.lib.finish
+    if not want_stats:
+        return fin(y)
+    acc = acc_dtype(v.dt)
+    return fin(y), c.lib.astype(fin(mean), acc), c.lib.astype(fin(rstd), acc)
+
+
+def _group_bwd(c: Call, v: _Chan, G: int, out: Any, affine_only: bool):
+    dyp = v.like_x("dy")
+    mp = c.stat("mean", v.dt, (v.N, G))
+    sp = c.stat("rstd", v.dt, (v.N, G))
+    wp, pdt = c.param("weight", v.dt, (v.C,))
+    dx, dxp = v.output(out, "x", "dy")
+    dyp = c.views["dy"].ptr
+    _, sdyp = c.output("sdy", (v.N, v.C), _F64)
+    _, sdyxp = c.output("sdyx", (v.N, v.C), _F64)
+    dw, dwp = c.output("dweight", (v.C,), _F64)
+    db, dbp = c.output("dbias", (v.C,), _F64)
+    if math.prod(v.shape) > 0:
+        _cuda.group_norm_bwd(_NK_DTYPE[v.dt], v.layout, v.N, v.C, v.S, G, v.xp, dyp, dxp, mp, sp, wp, affine_only,
+                             sdyp, sdyxp, dwp, dbp, c.dev, c.stream)
+    else:
+        dw, db = c.lib.fill(dw, 0.0), c.lib.fill(db, 0.0)
+    return c.lib.finish(dx), _to_param(c, dw, pdt or v.dt), _to_param(c, db, pdt or v.dt)
+
+
+def group_norm_backward(dy, x, mean, rstd, w, G, channel_axis, out):
+    c = Call("group_norm_backward", dy=dy, x=x, mean=mean, rstd=rstd, weight=w, out=out)
+    v = _Chan(c, int(channel_axis))
+    return _group_bwd(c, v, _check_groups(int(G), v.C), out, False)
+
+
+def instance_norm_forward(x, w, b, rm, rv, use_input_stats, momentum, eps, channel_axis, out, want_stats):
+    c = Call("instance_norm", x=x, weight=w, bias=b, running_mean=rm, running_var=rv, out=out)
+    v = _Chan(c, int(channel_axis))
+    check_eps(float(eps))
+    momentum = _check_momentum(momentum)
+    N, C, acc = v.N, v.C, acc_dtype(v.dt)
+    given, _ = v.running(bool(use_input_stats))
+    fin = c.lib.finish
+    if use_input_stats:
+        if v.S < 2:
+            raise ValueError("instance_norm with use_input_stats=True needs more than 1 spatial value per channel, "
+                             f"got x of shape {_shape_str(v.shape)}")
+        y, mean, mp, qp, rstd = _group_fwd(c, v, C, float(eps), out)
+        if given and N > 0:
+            _, bmp = c.output("batch_mean", (C,), _F64)
+            _, bvp = c.output("batch_var", (C,), _F64)
+            _cuda.instance_batch_stats(N, C, v.S, mp, qp, bmp, bvp, c.dev, c.stream)
+            v.update_running({"running_mean": rm, "running_var": rv}, {"running_mean": bmp, "running_var": bvp},
+                             momentum)
+        if not want_stats:
+            return fin(y)
+        return fin(y), c.lib.astype(fin(mean), acc), c.lib.astype(fin(rstd), acc)
+    if not given:
+        raise ValueError("instance_norm with use_input_stats=False needs running_mean and running_var")
+    # Constant statistics per channel: BatchNorm's eval path.
+    wp, _ = c.param("weight", v.dt, (C,))
+    bp, _ = c.param("bias", v.dt, (C,))
+    rmp, rvp = c.acc_copy("running_mean", acc), c.acc_copy("running_var", acc)
+    sm, smp = c.output("save_mean", (C,), acc)
+    sr, srp = c.output("save_rstd", (C,), acc)
+    y, yp = v.output(out, "x")
+    if C > 0:
+        _cuda.batch_norm_fwd(_NK_DTYPE[v.dt], v.layout, N, C, v.S, v.xp, yp, wp, bp, rmp, rvp, False, float(eps),
+                             smp, srp, 0, 0, c.dev, c.stream)
+    if not want_stats:
+        return fin(y)
+    return fin(y), c.lib.broadcast_rows(fin(sm), N), c.lib.broadcast_rows(fin(sr), N)
+
+
+def instance_norm_backward(dy, x, mean, rstd, w, channel_axis, use_input_stats, out):
+    c = Call("instance_norm_backward", dy=dy, x=x, mean=mean, rstd=rstd, weight=w, out=out)
+    v = _Chan(c, int(channel_axis))
+    return _group_bwd(c, v, v.C, out, not use_input_stats)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _core
+from . import _core, _gpu
 from ._args import clear_arg_errors
 
 Array = np.ndarray
@@ -63,9 +63,10 @@ def batch_norm(
         Fewer than 2 values per channel in training, running statistics missing in eval mode,
         bad shapes, ``channel_axis``, ``eps`` or ``momentum``.
     """
-    return _core.batch_norm_forward(
-        x, weight, bias, running_mean, running_var, training, momentum, eps, channel_axis, out, False
-    )
+    args = (x, weight, bias, running_mean, running_var, training, momentum, eps, channel_axis, out, False)
+    if _gpu.any_on_gpu(x, weight, bias, running_mean, running_var, out):
+        return _gpu.batch_norm_forward(*args)
+    return _core.batch_norm_forward(*args)
 
 
 @clear_arg_errors
@@ -84,9 +85,10 @@ def batch_norm_forward(
 ) -> tuple[Array, Array, Array]:
     """:func:`batch_norm` that also returns ``(save_mean, save_rstd)`` of shape ``(C,)``: the
     batch statistics in training, the running ones (``1 / sqrt(running_var + eps)``) in eval."""
-    return _core.batch_norm_forward(
-        x, weight, bias, running_mean, running_var, training, momentum, eps, channel_axis, out, True
-    )
+    args = (x, weight, bias, running_mean, running_var, training, momentum, eps, channel_axis, out, True)
+    if _gpu.any_on_gpu(x, weight, bias, running_mean, running_var, out):
+        return _gpu.batch_norm_forward(*args)
+    return _core.batch_norm_forward(*args)
 
 
 @clear_arg_errors
@@ -108,7 +110,10 @@ def batch_norm_backward(
     xhat * mean(dy * xhat))``. Eval (``training=False``, constant statistics): ``dx = dy * weight *
     save_rstd``. ``out`` receives ``dx`` and may be ``dy`` itself.
     """
-    return _core.batch_norm_backward(dy, x, save_mean, save_rstd, weight, training, channel_axis, out)
+    args = (dy, x, save_mean, save_rstd, weight, training, channel_axis, out)
+    if _gpu.any_on_gpu(dy, x, save_mean, save_rstd, weight, out):
+        return _gpu.batch_norm_backward(*args)
+    return _core.batch_norm_backward(*args)
 
 
 @clear_arg_errors
@@ -128,7 +133,10 @@ def group_norm(
     ``num_groups=1`` is LayerNorm over ``(C, *spatial)``; ``num_groups=C`` is InstanceNorm.
     ``num_groups`` must divide C (``ValueError`` otherwise).
     """
-    return _core.group_norm_forward(x, num_groups, weight, bias, eps, channel_axis, out, False)
+    args = (x, num_groups, weight, bias, eps, channel_axis, out, False)
+    if _gpu.any_on_gpu(x, weight, bias, out):
+        return _gpu.group_norm_forward(*args)
+    return _core.group_norm_forward(*args)
 
 
 @clear_arg_errors
@@ -143,7 +151,10 @@ def group_norm_forward(
     out: Array | None = None,
 ) -> tuple[Array, Array, Array]:
     """:func:`group_norm` that also returns ``(mean, rstd)`` of shape ``(N, num_groups)``."""
-    return _core.group_norm_forward(x, num_groups, weight, bias, eps, channel_axis, out, True)
+    args = (x, num_groups, weight, bias, eps, channel_axis, out, True)
+    if _gpu.any_on_gpu(x, weight, bias, out):
+        return _gpu.group_norm_forward(*args)
+    return _core.group_norm_forward(*args)
 
 
 @clear_arg_errors
@@ -160,7 +171,10 @@ def group_norm_backward(
 ) -> tuple[Array, Array, Array]:
     """Gradients of :func:`group_norm`: ``(dx, dweight, dbias)``. Per group, with ``g = dy *
     weight[c]``: ``dx = rstd * (g - mean(g) - xhat * mean(g * xhat))``."""
-    return _core.group_norm_backward(dy, x, mean, rstd, weight, num_groups, channel_axis, out)
+    args = (dy, x, mean, rstd, weight, num_groups, channel_axis, out)
+    if _gpu.any_on_gpu(dy, x, mean, rstd, weight, out):
+        return _gpu.group_norm_backward(*args)
+    return _core.group_norm_backward(*args)
 
 
 @clear_arg_errors
@@ -184,9 +198,10 @@ def instance_norm(
     and unbiased variance (PyTorch's behaviour). ``use_input_stats=False`` normalizes with the
     running statistics, which it requires. ``affine`` is optional: omit ``weight``/``bias``.
     """
-    return _core.instance_norm_forward(
-        x, weight, bias, running_mean, running_var, use_input_stats, momentum, eps, channel_axis, out, False
-    )
+    args = (x, weight, bias, running_mean, running_var, use_input_stats, momentum, eps, channel_axis, out, False)
+    if _gpu.any_on_gpu(x, weight, bias, running_mean, running_var, out):
+        return _gpu.instance_norm_forward(*args)
+    return _core.instance_norm_forward(*args)
 
 
 @clear_arg_errors
@@ -204,9 +219,10 @@ def instance_norm_forward(
     out: Array | None = None,
 ) -> tuple[Array, Array, Array]:
     """:func:`instance_norm` that also returns ``(mean, rstd)`` of shape ``(N, C)``."""
-    return _core.instance_norm_forward(
-        x, weight, bias, running_mean, running_var, use_input_stats, momentum, eps, channel_axis, out, True
-    )
+    args = (x, weight, bias, running_mean, running_var, use_input_stats, momentum, eps, channel_axis, out, True)
+    if _gpu.any_on_gpu(x, weight, bias, running_mean, running_var, out):
+        return _gpu.instance_norm_forward(*args)
+    return _core.instance_norm_forward(*args)
 
 
 @clear_arg_errors
@@ -223,7 +239,10 @@ def instance_norm_backward(
 ) -> tuple[Array, Array, Array]:
     """Gradients of :func:`instance_norm`: ``(dx, dweight, dbias)``. With
     ``use_input_stats=False`` (running statistics, constants) the backward is the affine map's."""
-    return _core.instance_norm_backward(dy, x, mean, rstd, weight, channel_axis, use_input_stats, out)
+    args = (dy, x, mean, rstd, weight, channel_axis, use_input_stats, out)
+    if _gpu.any_on_gpu(dy, x, mean, rstd, weight, out):
+        return _gpu.instance_norm_backward(*args)
+    return _core.instance_norm_backward(*args)
 
 
 def keras_momentum(momentum: float) -> float:

@@ -11,6 +11,7 @@
 #pragma once
 #include <cstdint>
 
+#include "normkit/chan_norm.h"
 #include "normkit/dropout.h"
 #include "normkit/norm.h"
 #include "normkit/regularize.h"
@@ -33,6 +34,21 @@ const char* layer_norm_bwd(const RowNormBwdArgs& args, int dev, void* stream);
 const char* rms_norm_bwd(const RowNormBwdArgs& args, int dev, void* stream);
 
 const char* dropout(const DropoutArgs& args, int dev, void* stream);
+
+// Channel norms on contiguous (N, C, S) tensors (chan_norm.h). The double arrays (batch_mean,
+// batch_var, dweight, dbias; GroupNorm's mean, m2, rstd, sdy, sdyx) are device memory too.
+// GroupNorm/InstanceNorm (G = C) take the layout, which GroupFwdArgs / GroupBwdArgs lack.
+const char* batch_norm_fwd(const BatchNormFwdArgs& args, int dev, void* stream);
+const char* batch_norm_bwd(const BatchNormBwdArgs& args, int dev, void* stream);
+const char* group_norm_fwd(const GroupFwdArgs& args, Layout layout, int dev, void* stream);
+const char* group_norm_bwd(const GroupBwdArgs& args, Layout layout, int dev, void* stream);
+// run[c] = (1 - momentum) * run[c] + momentum * batch[c] (run: C values of run_dtype; batch: double).
+const char* running_update(DType run_dtype, int64_t C, void* run, const double* batch, double momentum, int dev,
+                           void* stream);
+// bm[c] = mean over n of mean[n, c], bv[c] = mean over n of m2[n, c] / (S - 1) (InstanceNorm's
+// running-statistics update, PyTorch's convention).
+const char* instance_batch_stats(int64_t N, int64_t C, int64_t S, const double* mean, const double* m2, double* bm,
+                                 double* bv, int dev, void* stream);
 
 // args.out is device memory (double[M]).
 const char* reg_row_sum(const RegRowSumArgs& args, int dev, void* stream);
