@@ -196,7 +196,9 @@ class FakeCuda:
         dt = _DTYPES[dtype]
         acc = np.float64 if dt == _DTYPES[1] else np.float32
         xv, ax = self._chan(x, layout, N, C, S, dt)
-        vec = (lambda p: device_view(p, (C,), (1,), acc) if p else None)  # noqa: E731
+        def vec(p):
+            return device_view(p, (C,), (1,), acc) if p else None
+
         if training:  # momentum 1 from zeros: the running arrays receive the batch statistics
             run_m, run_v = np.zeros(C), np.zeros(C)
         else:
@@ -214,7 +216,9 @@ class FakeCuda:
         acc = np.float64 if dt == _DTYPES[1] else np.float32
         xv, ax = self._chan(x, layout, N, C, S, dt)
         dyv = self._chan(dy, layout, N, C, S, dt)[0]
-        vec = (lambda p: device_view(p, (C,), (1,), acc))  # noqa: E731
+        def vec(p):
+            return device_view(p, (C,), (1,), acc)
+
         wv = vec(w) if w else np.ones(C, acc)  # ones: the gradients come back in the accumulation dtype
         g = _core.batch_norm_backward(dyv, xv, vec(mean), vec(rstd), wv, training, ax, None)
         self._chan(dx, layout, N, C, S, dt)[0][...] = g[0]
@@ -226,7 +230,9 @@ class FakeCuda:
         dt = _DTYPES[dtype]
         acc = np.float64 if dt == _DTYPES[1] else np.float32
         xv, ax = self._chan(x, layout, N, C, S, dt)
-        vec = (lambda p: device_view(p, (C,), (1,), acc) if p else None)  # noqa: E731
+        def vec(p):
+            return device_view(p, (C,), (1,), acc) if p else None
+
         yy, m, r = _core.group_norm_forward(xv, G, vec(w), vec(b), eps, ax, None, True)
         self._chan(y, layout, N, C, S, dt)[0][...] = yy
         nc = xv.astype(np.float64) if ax == 1 else np.moveaxis(xv.astype(np.float64), -1, 1)
