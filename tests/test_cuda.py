@@ -319,3 +319,98 @@ def test_regularizers_gpu(lib, dt, shape):
         wd = lib.dev(w)
         assert fn(wd, *args) is wd
         assert_close(lib.host(wd), rfn(w, *args), dt, "fwd", "y", fn.__name__)
+
+
+# Channel norms at the CPU tests' kinds of shapes (layouts, S = 1, odd sizes) and one larger.
+CHAN_GPU = [((8, 16, 7, 5), 1), ((8, 7, 5, 16), -1), ((64, 24), 1), ((3, 6, 9000), 1), ((3, 9000, 6), -1),
+            ((32, 64, 28, 28), 1), ((32, 28, 28, 64), -1)]
+
+
+@pytest.mark.parametrize("dt", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("shape,axis", CHAN_GPU)
+def test_batch_norm_gpu(lib, dt, shape, axis):
+    rng = np.random.default_rng()
+    x = randn(rng, shape, dt, 2.0, 0.5)
+    C = shape[axis]
+    w, b = randn(rng, C, dt, 0.5, 1.0), randn(rng, C, np.float32)
+    rm, rv = randn(rng, C, np.float32), np.abs(randn(rng, C, np.float32)) + 0.5
+    y, sm, sr = _h(lib, nk.batch_norm_forward(lib.dev(x), lib.dev(w), lib.dev(b), training=True, channel_axis=axis))
+    ry, rmean, rrstd = ref.batch_norm_train(x, w, b, channel_axis=axis)
+    assert_close(y, ry, dt, "fwd", "y", "gpu batch_norm y")
+    assert_close(sm, rmean, dt, "fwd", "stat", "gpu batch_norm mean")
+    assert_close(sr, rrstd, dt, "fwd", "stat", "gpu batch_norm rstd")
+    if lib.name != "jax":
+        rmd, rvd = lib.dev(rm), lib.dev(rv)
+        nk.batch_norm(lib.dev(x), running_mean=rmd, running_var=rvd, training=True, momentum=0.3, channel_axis=axis)
+        erm, erv = ref.batch_norm_running_update(rm, rv, x, 0.3, channel_axis=axis)
+        assert_close(lib.host(rmd), erm, np.float32, "fwd", "stat", "gpu running_mean")
+        assert_close(lib.host(rvd), erv, np.float32, "fwd", "stat", "gpu running_var")
+    ye = lib.host(nk.batch_norm(lib.dev(x), lib.dev(w), lib.dev(b), lib.dev(rm), lib.dev(rv), channel_axis=axis))
+    assert_close(ye, ref.batch_norm_eval(x, w, b, rm, rv, channel_axis=axis)[0], dt, "fwd", "y", "gpu eval")
+    dy = randn(rng, shape, dt)
+    for training in (True, False):
+        dx, dw, db = _h(lib, nk.batch_norm_backward(lib.dev(dy), lib.dev(x), lib.dev(sm), lib.dev(sr), lib.dev(w),
+                                                    training=training, channel_axis=axis))
+        rdx, rdw, rdb = ref.batch_norm_backward(dy, x, sm, sr, w, training=training, channel_axis=axis)
+        assert_close(dx, rdx, dt, "bwd", "dx", f"gpu batch_norm dx training={training}")
+        assert_close(dw, rdw, dt, "bwd", "dparam", "gpu batch_norm dweight")
+        assert_close(db, rdb, dt, "bwd", "dparam", "gpu batch_norm dbias")
+
+
+@pytest.mark.parametrize("dt", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("shape,axis", [s for s in CHAN_GPU if len(s[0]) > 2])
+def test_group_and_instance_norm_gpu(lib, dt, shape, axis):
+    rng = np.random.default_rng()
+    x = randn(rng, shape, dt, 2.0, 0.5)
+    C = shape[axis]
+    w, b = randn(rng, C, dt, 0.5, 1.0), randn(rng, C, np.float32)
+    dy = randn(rng, shape, dt)
+    for G in sorted({1, 2, C}):
+        y, mean, rstd = _h(lib, nk.group_norm_forward(lib.dev(x), G, lib.dev(w), lib.dev(b), channel_axis=axis))
+        ry, rmean, rrstd = ref.group_norm(x, G, w, b, channel_axis=axis)
+        assert_close(y, ry, dt, "fwd", "y", f"gpu group_norm y G={G}")
+        assert_close(mean, rmean, dt, "fwd", "stat", "gpu group_norm mean")
+        assert_close(rstd, rrstd, dt, "fwd", "stat", "gpu group_norm rstd")
+        dx, dw, db = _h(lib, nk.group_norm_backward(lib.dev(dy), lib.dev(x), lib.dev(mean), lib.dev(rstd),
+                                                    lib.dev(w), num_groups=G, channel_axis=axis))
+        rdx, rdw, rdb = ref.group_norm_backward(dy, x, mean, rstd, w, num_groups=G, channel_axis=axis)
+        assert_close(dx, rdx, dt, "bwd", "dx", f"gpu group_norm dx G={G}")
+        assert_close(dw, rdw, dt, "bwd", "dparam", "gpu group_norm dweight")
+        assert_close(db, rdb, dt, "bwd", "dparam", "gpu group_norm dbias")
+    rm, rv = randn(rng, C, np.float32), np.abs(randn(rng, C, np.float32)) + 0.5
+    y, im, ir = _h(lib, nk.instance_norm_forward(lib.dev(x), lib.dev(w), lib.dev(b), channel_axis=axis))
+    assert_close(y, ref.instance_norm(x, w, b, channel_axis=axis)[0], dt, "fwd", "y", "gpu instance_norm")
+    ye = lib.host(nk.instance_norm(lib.dev(x), lib.dev(w), lib.dev(b), lib.dev(rm), lib.dev(rv),
+                                   use_input_stats=False, channel_axis=axis))
+    re = ref.instance_norm(x, w, b, rm, rv, use_input_stats=False, channel_axis=axis)[0]
+    assert_close(ye, re, dt, "fwd", "y", "gpu instance_norm eval")
+    if lib.name != "jax":
+        rmd, rvd = lib.dev(rm), lib.dev(rv)
+        nk.instance_norm(lib.dev(x), running_mean=rmd, running_var=rvd, momentum=0.2, channel_axis=axis)
+        erm, erv = ref.instance_norm_running_update(rm, rv, x, 0.2, channel_axis=axis)
+        assert_close(lib.host(rmd), erm, np.float32, "fwd", "stat", "gpu instance running_mean")
+        assert_close(lib.host(rvd), erv, np.float32, "fwd", "stat", "gpu instance running_var")
+    dx, dw, db = _h(lib, nk.instance_norm_backward(lib.dev(dy), lib.dev(x), lib.dev(im), lib.dev(ir), lib.dev(w),
+                                                   channel_axis=axis))
+    rdx, rdw, rdb = ref.instance_norm_backward(dy, x, im, ir, w, channel_axis=axis)
+    assert_close(dx, rdx, dt, "bwd", "dx", "gpu instance_norm dx")
+    assert_close(dw, rdw, dt, "bwd", "dparam", "gpu instance_norm dweight")
+
+
+@pytest.mark.parametrize("fn", ["batch", "group"])
+def test_channel_norms_gpu_bitwise_reproducible(lib, fn):
+    rng = np.random.default_rng()
+    x, dy = randn(rng, (16, 32, 30, 30), np.float32), randn(rng, (16, 32, 30, 30), np.float32)
+    xd, dyd = lib.dev(x), lib.dev(dy)
+    runs = []
+    for _ in range(3):
+        if fn == "batch":
+            y, m, r = nk.batch_norm_forward(xd, training=True)
+            g = nk.batch_norm_backward(dyd, xd, m, r)
+        else:
+            y, m, r = nk.group_norm_forward(xd, 4)
+            g = nk.group_norm_backward(dyd, xd, m, r, num_groups=4)
+        runs.append(_h(lib, (y, m, r) + tuple(g)))
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
