@@ -278,6 +278,28 @@ class FakeCuda:
         device_view(bm, (C,), (1,), np.float64)[...] = a
         device_view(bv, (C,), (1,), np.float64)[...] = b
 
+    def lrn_fwd(self, dtype, layout, N, C, S, x, y, scale, size, alpha, beta, k, dev, stream):
+        self.calls.append(("lrn_fwd", dtype, layout, N, C, S, size, dev, stream))
+        dt = _DTYPES[dtype]
+        acc = np.float64 if dt == _DTYPES[1] else np.float32
+        xv, ax = self._chan(x, layout, N, C, S, dt)
+        yy, sc = _core.local_response_norm(xv, size, alpha, beta, k, ax, None, True)
+        self._chan(y, layout, N, C, S, dt)[0][...] = yy
+        if scale:
+            self._chan(scale, layout, N, C, S, acc)[0][...] = sc
+
+    def lrn_bwd(self, dtype, layout, N, C, S, dy, x, y, scale, dx, size, alpha, beta, k, dev, stream):
+        self.calls.append(("lrn_bwd", dtype, layout, N, C, S, size, dev, stream))
+        dt = _DTYPES[dtype]
+        acc = np.float64 if dt == _DTYPES[1] else np.float32
+        def view(p, t):
+            return self._chan(p, layout, N, C, S, t)[0]
+
+        ax = 1 if layout == 0 else -1
+        (g,) = _core.local_response_norm_backward(view(dy, dt), view(x, dt), view(y, dt), view(scale, acc), size,
+                                                  alpha, beta, k, ax, None)
+        view(dx, dt)[...] = g
+
 
 def make_lib():
     """The _gpu library adapter for FakeGpuArray (registered under this module's name)."""

@@ -414,3 +414,21 @@ def test_channel_norms_gpu_bitwise_reproducible(lib, fn):
     for other in runs[1:]:
         for a, b in zip(runs[0], other):
             np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
+
+
+@pytest.mark.parametrize("dt", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("shape,axis", [((8, 16, 7, 5), 1), ((8, 7, 5, 16), -1), ((32, 96, 27, 27), 1)])
+@pytest.mark.parametrize("size", [1, 4, 5])
+def test_lrn_gpu(lib, dt, shape, axis, size):
+    rng = np.random.default_rng()
+    x = randn(rng, shape, dt, 2.0)
+    y, scale = _h(lib, nk.local_response_norm_forward(lib.dev(x), size, alpha=1e-3, beta=0.75, k=2.0,
+                                                      channel_axis=axis))
+    ry, rscale = ref.local_response_norm(x, size, alpha=1e-3, beta=0.75, k=2.0, channel_axis=axis)
+    assert_close(y, ry, dt, "fwd", "y", "gpu lrn y")
+    assert_close(scale, rscale, dt, "fwd", "stat", "gpu lrn scale")
+    dy = randn(rng, shape, dt)
+    (dx,) = _h(lib, nk.local_response_norm_backward(lib.dev(dy), lib.dev(x), lib.dev(y), lib.dev(scale), size,
+                                                    alpha=1e-3, beta=0.75, k=2.0, channel_axis=axis))
+    rdx = ref.local_response_norm_backward(dy, x, size, alpha=1e-3, beta=0.75, k=2.0, channel_axis=axis)
+    assert_close(dx, rdx, dt, "bwd", "dx", "gpu lrn dx")

@@ -309,6 +309,32 @@ void instance_batch_stats(int64_t N, int64_t C, int64_t S, uintptr_t mean, uintp
         "instance_norm batch statistics");
 }
 
+void lrn_fwd(int dtype, int layout, int64_t N, int64_t C, int64_t S, uintptr_t x, uintptr_t y, uintptr_t scale,
+             int64_t size, double alpha, double beta, double k, int dev, uintptr_t stream) {
+  const LrnFwdArgs a{static_cast<DType>(dtype), static_cast<Layout>(layout), N, C, S, ptr<const void>(x), ptr<void>(y),
+                     ptr<void>(scale), size, alpha, beta, k};
+  const char* err;
+  {
+    py::gil_scoped_release nogil;
+    err = nk::cuda::lrn_fwd(a, dev, stream_of(stream));
+  }
+  check(err, "local_response_norm forward");
+}
+
+void lrn_bwd(int dtype, int layout, int64_t N, int64_t C, int64_t S, uintptr_t dy, uintptr_t x, uintptr_t y,
+             uintptr_t scale, uintptr_t dx, int64_t size, double alpha, double beta, double k, int dev,
+             uintptr_t stream) {
+  const LrnBwdArgs a{static_cast<DType>(dtype), static_cast<Layout>(layout), N, C, S, ptr<const void>(dy),
+                     ptr<const void>(x), ptr<const void>(y), ptr<const void>(scale), ptr<void>(dx), size, alpha, beta,
+                     k};
+  const char* err;
+  {
+    py::gil_scoped_release nogil;
+    err = nk::cuda::lrn_bwd(a, dev, stream_of(stream));
+  }
+  check(err, "local_response_norm backward");
+}
+
 }  // namespace
 }  // namespace nk::bind
 
@@ -342,4 +368,6 @@ PYBIND11_MODULE(_cuda, m) {
   m.def("group_norm_bwd", &group_norm_bwd);
   m.def("running_update", &running_update);
   m.def("instance_batch_stats", &instance_batch_stats);
+  m.def("lrn_fwd", &lrn_fwd);
+  m.def("lrn_bwd", &lrn_bwd);
 }

@@ -910,3 +910,44 @@ def instance_norm_backward(dy, x, mean, rstd, w, channel_axis, use_input_stats, 
     c = Call("instance_norm_backward", dy=dy, x=x, mean=mean, rstd=rstd, weight=w, out=out)
     v = _Chan(c, int(channel_axis))
     return _group_bwd(c, v, v.C, out, not use_input_stats)
+
+
+# ---- local response norm ---------------------------------------------------------------------
+
+
+def _check_lrn(size: int, alpha: float, beta: float, k: float) -> None:
+    if size < 1:
+        raise ValueError(f"size must be >= 1, got {size}")
+    if not math.isfinite(alpha):
+        raise ValueError(f"alpha must be finite, got {alpha}")
+    if not math.isfinite(beta):
+        raise ValueError(f"beta must be finite, got {beta}")
+    if not (k > 0.0 and math.isfinite(k)):
+        raise ValueError(f"k must be a finite number > 0, got {k}")
+
+
+def lrn_forward(x, size, alpha, beta, k, channel_axis, out, want_scale):
+    c = Call("local_response_norm", x=x, out=out)
+    v = _Chan(c, int(channel_axis))
+    size, alpha, beta, k = int(size), float(alpha), float(beta), float(k)
+    _check_lrn(size, alpha, beta, k)
+    y, yp = v.output(out, "x")
+    scale, sp = c.output("scale", v.shape, acc_dtype(v.dt)) if want_scale else (None, 0)
+    if math.prod(v.shape) > 0:
+        _cuda.lrn_fwd(_NK_DTYPE[v.dt], v.layout, v.N, v.C, v.S, v.xp, yp, sp, size, alpha, beta, k, c.dev, c.stream)
+    fin = c.lib.finish
+    return (fin(y), fin(scale)) if want_scale else fin(y)
+
+
+def lrn_backward(dy, x, y, scale, size, alpha, beta, k, channel_axis):
+    c = Call("local_response_norm_backward", dy=dy, x=x, y=y, scale=scale)
+    v = _Chan(c, int(channel_axis))
+    size, alpha, beta, k = int(size), float(alpha), float(beta), float(k)
+    _check_lrn(size, alpha, beta, k)
+    dyp, yp = v.like_x("dy"), v.like_x("y")
+    sp = c.stat("scale", v.dt, v.shape)
+    dx, dxp = c.output("dx", v.shape, v.dt)
+    if math.prod(v.shape) > 0:
+        _cuda.lrn_bwd(_NK_DTYPE[v.dt], v.layout, v.N, v.C, v.S, dyp, v.xp, yp, sp, dxp, size, alpha, beta, k,
+                      c.dev, c.stream)
+    return (c.lib.finish(dx),)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _core
+from . import _core, _gpu
 
 Array = np.ndarray
 
@@ -29,6 +29,8 @@ def _stat_dtype(x: Array) -> np.dtype:
 
 def _check_array(x: object, name: str = "x") -> Array:
     if not isinstance(x, np.ndarray):
+        if _gpu.any_on_gpu(x):
+            raise TypeError(f"feature scaling has no CUDA kernel: {name} is {_gpu._where(x)}; pass NumPy arrays")
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(x).__name__}")
     return x
 

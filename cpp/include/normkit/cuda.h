@@ -13,6 +13,7 @@
 
 #include "normkit/chan_norm.h"
 #include "normkit/dropout.h"
+#include "normkit/lrn.h"
 #include "normkit/norm.h"
 #include "normkit/regularize.h"
 
@@ -39,6 +40,8 @@ const char* dropout(const DropoutArgs& args, int dev, void* stream);
 // batch_var, dweight, dbias; GroupNorm's mean, m2, rstd, sdy, sdyx) are device memory too.
 // GroupNorm/InstanceNorm (G = C) take the layout, which GroupFwdArgs / GroupBwdArgs lack.
 const char* batch_norm_fwd(const BatchNormFwdArgs& args, int dev, void* stream);
+const char* lrn_fwd(const LrnFwdArgs& args, int dev, void* stream);
+const char* lrn_bwd(const LrnBwdArgs& args, int dev, void* stream);
 const char* batch_norm_bwd(const BatchNormBwdArgs& args, int dev, void* stream);
 const char* group_norm_fwd(const GroupFwdArgs& args, Layout layout, int dev, void* stream);
 const char* group_norm_bwd(const GroupBwdArgs& args, Layout layout, int dev, void* stream);

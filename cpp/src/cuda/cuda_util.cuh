@@ -39,6 +39,7 @@ template <class T, int V> struct alignas(sizeof(T) * V) Pack { T v[V]; };
 template <class T> constexpr int kVec16 = 16 / static_cast<int>(sizeof(T));
 
 __host__ __device__ __forceinline__ int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+__host__ __device__ __forceinline__ int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
 __device__ __forceinline__ bool aligned_to(const void* p, int bytes) {
   return (reinterpret_cast<uintptr_t>(p) % static_cast<uintptr_t>(bytes)) == 0;
