@@ -157,7 +157,7 @@ def main(argv=None) -> int:
     rows = []
 
     copy_tbs = copy_bandwidth(reps, flush)
-    groups = [(f"{m}x{n}", str(dt).replace("torch.", ""), row_norm_calls(dt, m, n, dev))
+    groups = [(f"{m}x{n}", str(dt).replace("torch.", ""), lambda dt=dt, m=m, n=n: row_norm_calls(dt, m, n, dev))
               for dt, m, n in row_cases(args.quick)]
     if not args.quick:
         for shape in CHAN_SHAPES:
@@ -165,9 +165,8 @@ def main(argv=None) -> int:
                 name = "x".join(map(str, shape)) + (" NHWC" if cl else (" NCHW" if len(shape) == 4 else ""))
                 groups.append((name, "float32", lambda shape=shape, cl=cl: chan_calls(shape, cl, dev)))
         groups.append(("131072x4096", "float32", lambda: dropout_calls((131072, 4096), dev)))
-    for name, dtype, calls in groups:
-        if callable(calls):
-            calls = calls()
+    for name, dtype, make in groups:
+        calls = make()
         for op, (f_nk, f_pt, nbytes) in calls.items():
             t_nk = statistics.median(timed(f_nk, reps, flush))
             t_pt = statistics.median(timed(f_pt, reps, flush))
