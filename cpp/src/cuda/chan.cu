@@ -141,16 +141,41 @@ const char* sums(const SumArgs& a, int64_t G, double* key1, double* key2, double
   return launch_error();
 }
 
-// y = (x - m) * a + b  or  dx = k1 * dy + k2 * (x - m) + k3, coefficients [n * ns + c].
+// y = (x - m) * a + b  or  dx = k1 * dy + k2 * (x - m) + k3, with the coefficients of key k.
 template <class T>
-__global__ void chan_apply(Layout layout, int64_t N, int64_t C, int64_t S, const T* x, const T* dy, T* out,
-                           const Acc<T>* m, const Acc<T>* k1, const Acc<T>* k2, const Acc<T>* k3, int64_t ns) {
-  using A = Acc<T>;
-  const int64_t total = N * C * S, stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += stride) {
-    const int64_t n = i / (C * S), c = layout == Layout::ncs ? (i / S) % C : i % C, k = n * ns + c;
-    const A d = to_acc(x[i]) - m[k];
-    out[i] = from_acc<T>(dy ? k1[k] * to_acc(dy[i]) + k2[k] * d + k3[k] : d * k1[k] + k2[k]);
+__device__ __forceinline__ T apply_one(const T* x, const T* dy, int64_t i, Acc<T> m, Acc<T> k1, Acc<T> k2, Acc<T> k3) {
+  const Acc<T> d = to_acc(x[i]) - m;
+  return from_acc<T>(dy ? k1 * to_acc(dy[i]) + k2 * d + k3 : d * k1 + k2);
+}
+
+constexpr int64_t kApplyChunk = 4096;  // NCHW: values of a row per block of the elementwise pass
+
+// NCHW: block b takes chunk b % chunks of row b / chunks (row = n * C + c): the row's
+// coefficients are read once per block and no index is divided per element.
+template <class T>
+__global__ void apply_ncs(int64_t N, int64_t C, int64_t S, const T* x, const T* dy, T* out, const Acc<T>* m,
+                          const Acc<T>* k1, const Acc<T>* k2, const Acc<T>* k3, int64_t ns, int64_t chunks) {
+  for (int64_t b = blockIdx.x; b < N * C * chunks; b += gridDim.x) {
+    const int64_t row = b / chunks, s0 = (b % chunks) * kApplyChunk, s1 = min64(S, s0 + kApplyChunk);
+    const int64_t k = (row / C) * ns + row % C;
+    const Acc<T> mk = m[k], a1 = k1[k], a2 = k2[k], a3 = k3 ? k3[k] : Acc<T>(0);
+    for (int64_t s = s0 + threadIdx.x; s < s1; s += blockDim.x) out[row * S + s] = apply_one(x, dy, row * S + s, mk, a1, a2, a3);
+  }
+}
+
+// Channels-last: rows (n, s) of C channels; thread (tx, ty) takes channels tx, tx + blockDim.x, ...
+// of every blockDim.y-th row of the block's share. One division per row, for per-sample
+// coefficients only.
+template <class T>
+__global__ void apply_nsc(int64_t N, int64_t C, int64_t S, const T* x, const T* dy, T* out, const Acc<T>* m,
+                          const Acc<T>* k1, const Acc<T>* k2, const Acc<T>* k3, int64_t ns) {
+  const int64_t rows = N * S, step = static_cast<int64_t>(gridDim.x) * blockDim.y;
+  for (int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.y + threadIdx.y; r < rows; r += step) {
+    const int64_t base = ns ? (r / S) * ns : 0;
+    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+      const int64_t k = base + c;
+      out[r * C + c] = apply_one(x, dy, r * C + c, m[k], k1[k], k2[k], k3 ? k3[k] : Acc<T>(0));
+    }
   }
 }
 
@@ -285,9 +310,18 @@ template <class T> const char* apply(Layout layout, int64_t N, int64_t C, int64_
                                      void* out, const Acc<T>* m, const Acc<T>* k1, const Acc<T>* k2,
                                      const Acc<T>* k3, int64_t ns, cudaStream_t s) {
   if (N * C * S == 0) return nullptr;
-  chan_apply<T><<<grid_for(N * C * S), kThreads, 0, s>>>(layout, N, C, S, static_cast<const T*>(x),
-                                                        static_cast<const T*>(dy), static_cast<T*>(out), m, k1, k2,
-                                                        k3, ns);
+  const T* xt = static_cast<const T*>(x);
+  const T* dyt = static_cast<const T*>(dy);
+  T* o = static_cast<T*>(out);
+  if (layout == Layout::ncs) {
+    const int64_t chunks = (S + kApplyChunk - 1) / kApplyChunk;
+    apply_ncs<T><<<static_cast<int>(min64(N * C * chunks, int64_t{1} << 20)), kThreads, 0, s>>>(N, C, S, xt, dyt, o, m,
+                                                                                              k1, k2, k3, ns, chunks);
+  } else {
+    const int tx = static_cast<int>(min64((C + 31) / 32 * 32, kThreads)), ty = kThreads / tx;
+    apply_nsc<T><<<static_cast<int>(min64((N * S + ty - 1) / ty, int64_t{1} << 20)), dim3(tx, ty), 0, s>>>(
+        N, C, S, xt, dyt, o, m, k1, k2, k3, ns);
+  }
   return launch_error();
 }
 
