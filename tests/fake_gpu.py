@@ -105,6 +105,9 @@ class FakeCuda:
     def device_name(self, dev):
         return "fake (sm_00)"
 
+    def read_doubles(self, dev, ptr, n, stream):
+        return list(device_view(ptr, (n,), (1,), np.float64))
+
     def row_norm_fwd(self, rms, dtype, M, N, x, ldx, res, ldr, w, b, y, h, mean, rstd, eps, dev, stream):
         self.calls.append(("row_norm_fwd", rms, dtype, M, N, ldx, ldr, dev, stream))
         dt = _DTYPES[dtype]

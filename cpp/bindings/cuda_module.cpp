@@ -345,6 +345,16 @@ PYBIND11_MODULE(_cuda, m) {
   m.def("device_name", &nk::cuda::device_name, py::arg("dev"));
   m.def("stream_synchronize", [](int dev, uintptr_t s) { check(nk::cuda::stream_synchronize(dev, stream_of(s)), "sync"); },
         py::arg("dev"), py::arg("stream"));
+  m.def("convert", [](int src, int dst, int64_t n, uintptr_t from, uintptr_t to, int dev, uintptr_t stream) {
+    check(nk::cuda::convert(static_cast<nk::DType>(src), static_cast<nk::DType>(dst), n, ptr<const void>(from), ptr<void>(to), dev,
+                            stream_of(stream)),
+          "dtype conversion");
+  });
+  m.def("read_doubles", [](int dev, uintptr_t src, int64_t n, uintptr_t stream) {
+    std::vector<double> out(static_cast<size_t>(n));
+    check(nk::cuda::copy_to_host(dev, ptr<const void>(src), n * 8, out.data(), stream_of(stream)), "device read");
+    return out;
+  }, "n doubles from device memory, after the stream's work so far (a synchronizing read).");
   m.def("dlpack_info", &dlpack_info, py::arg("obj"), py::arg("stream") = py::none(),
         "obj.__dlpack__() read as a dict: ptr, shape, strides (elements or None), dtype (code, bits, lanes), "
         "device (type, id), capsule (keeps the export alive).");

@@ -196,7 +196,7 @@ class _Jax(_Lib):
 
     def empty(self, shape, dtype):
         code, bits = _DL_OF[dtype]
-        return _Exported(_cuda.DeviceBuffer(self.dev, list(shape), code, bits, dtype.str), 0)
+        return _Exported(_cuda.DeviceBuffer(self.dev, list(shape), code, bits, dtype.str), 0, dtype)
 
     def finish(self, a):
         return self.jax.dlpack.from_dlpack(a) if isinstance(a, _Exported) else a
@@ -217,10 +217,9 @@ class _Jax(_Lib):
 class _Exported:
     """A normkit DeviceBuffer seen through DLPack; the producing stream is synchronized on export."""
 
-    def __init__(self, buf: Any, stream: int) -> None:
-        self.buf, self.stream = buf, stream
+    def __init__(self, buf: Any, stream: int, dtype: np.dtype) -> None:
+        self.buf, self.stream, self.dtype = buf, stream, dtype
         self.shape = tuple(buf.shape)
-        self.dtype = np.dtype(buf.__cuda_array_interface__["typestr"])
 
     def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
         return self.buf._dlpack(self.stream)
@@ -440,6 +439,20 @@ class Call:
         self.keep.append(a)  # alive until the call returns, whether or not the caller keeps it
         return a, _View(a, name).ptr
 
+    def cast(self, a: Any, dtype: np.dtype) -> Any:
+        """a (a new array of this call) in another float dtype. normkit-owned buffers (JAX) are
+        converted on the device before JAX sees them: JAX without x64 cannot import float64."""
+        if not isinstance(a, _Exported):
+            return self.lib.astype(a, dtype)
+        if a.dtype == dtype:
+            return a
+        code, bits = _DL_OF[dtype]
+        b = _Exported(_cuda.DeviceBuffer(self.dev, list(a.shape), code, bits, dtype.str), self.stream, dtype)
+        self.keep.append(b)
+        _cuda.convert(_NK_DTYPE[a.dtype], _NK_DTYPE[dtype], math.prod(a.shape), a.buf.ptr, b.buf.ptr, self.dev,
+                      self.stream)
+        return b
+
     def protect(self, name: str, out: str, axis: int) -> None:
         """Re-read `name` from a copy when it overlaps `out` other than exactly in place."""
         if name not in self.views or out not in self.views:
@@ -546,8 +559,7 @@ def row_norm_backward(rms, dy, x, mean, rstd, w, axis, out):
     fin = c.lib.finish
 
     def to_param(g):
-        g = fin(g)
-        return g if wdt == acc else c.lib.astype(g, wdt)
+        return fin(g if wdt == acc else c.cast(g, wdt))
 
     if rms:
         return fin(dx), to_param(dw)
@@ -574,7 +586,6 @@ def dropout(x, xname, p, seed, mask, out, want_mask):
             raise ValueError(f"mask has shape {_shape_str(mv.shape)}; expected {_shape_str(shape)} (the shape of {xname})")
         if mv.ld_of(0) is None:
             c.views["mask"] = mv = _View(c.lib.copy(mv.obj), "mask")
-        mp = mv.ptr
     elif seed is None:
         raise ValueError("dropout_backward needs the forward's mask or its seed")
     elif not (isinstance(seed, int) and not isinstance(seed, bool)):
@@ -588,6 +599,8 @@ def dropout(x, xname, p, seed, mask, out, want_mask):
         if mask is not None:
             c.protect("mask", "y", 0)
     xp, _ = c.rows(xname, 0)
+    if mask is not None:
+        mp = c.views["mask"].ptr  # after protect: possibly a copy
     m, mop = c.output("mask_out", shape, _BOOL) if want_mask else (None, 0)
     n = math.prod(shape)
     if n > 0:
@@ -621,9 +634,9 @@ def penalty(w, lam, l2):
     if n == 0:
         return lam * 0.0
     wp, _ = c.rows("w", 0)
-    out, op = c.output("sum", (1,), np.dtype(np.float64))
+    _, op = c.output("sum", (1,), np.dtype(np.float64))
     _cuda.reg_row_sum(_NK_DTYPE[v.dtype], l2, 1, n, n, wp, op, c.dev, c.stream)
-    return lam * float(c.lib.finish(out)[0])
+    return lam * _cuda.read_doubles(c.dev, op, 1, c.stream)[0]
 
 
 def _in_place(c: Call, name: str) -> tuple[_View, Any]:
@@ -755,8 +768,7 @@ def _check_momentum(m: float) -> float:
 
 
 def _to_param(c: Call, g: Any, pdt: np.dtype) -> Any:
-    g = c.lib.finish(g)
-    return g if pdt == _F64 else c.lib.astype(g, pdt)
+    return c.lib.finish(g if pdt == _F64 else c.cast(g, pdt))
 
 
 def batch_norm_forward(x, w, b, rm, rv, training, momentum, eps, channel_axis, out, want_stats):
@@ -839,7 +851,7 @@ def group_norm_forward(x, G, w, b, eps, channel_axis, out, want_stats):
     if not want_stats:
         return fin(y)
     acc = acc_dtype(v.dt)
-    return fin(y), c.lib.astype(fin(mean), acc), c.lib.astype(fin(rstd), acc)
+    return fin(y), fin(c.cast(mean, acc)), fin(c.cast(rstd, acc))
 
 
 def _group_bwd(c: Call, v: _Chan, G: int, out: Any, affine_only: bool):
@@ -888,7 +900,7 @@ def instance_norm_forward(x, w, b, rm, rv, use_input_stats, momentum, eps, chann
                              momentum)
         if not want_stats:
             return fin(y)
-        return fin(y), c.lib.astype(fin(mean), acc), c.lib.astype(fin(rstd), acc)
+        return fin(y), fin(c.cast(mean, acc)), fin(c.cast(rstd, acc))
     if not given:
         raise ValueError("instance_norm with use_input_stats=False needs running_mean and running_var")
     # Constant statistics per channel: BatchNorm's eval path.
@@ -932,6 +944,12 @@ def lrn_forward(x, size, alpha, beta, k, channel_axis, out, want_scale):
     size, alpha, beta, k = int(size), float(alpha), float(beta), float(k)
     _check_lrn(size, alpha, beta, k)
     y, yp = v.output(out, "x")
+    if out is not None:  # each output reads its channel neighbours: x must not change under it, even in place
+        xv = c.views["x"]
+        (xlo, xhi), (ylo, yhi) = xv.span(), c.views["y"].span()
+        if xlo < yhi and ylo < xhi:
+            c.views["x"] = _View(c.lib.copy(xv.obj), "x")
+            v.xp = c.views["x"].ptr
     scale, sp = c.output("scale", v.shape, acc_dtype(v.dt)) if want_scale else (None, 0)
     if math.prod(v.shape) > 0:
         _cuda.lrn_fwd(_NK_DTYPE[v.dt], v.layout, v.N, v.C, v.S, v.xp, yp, sp, size, alpha, beta, k, c.dev, c.stream)

@@ -28,6 +28,10 @@ const char* device_name(int dev);
 const char* malloc_device(int dev, int64_t bytes, void** ptr);
 const char* free_device(int dev, void* ptr);
 const char* stream_synchronize(int dev, void* stream);
+// dst[i] = src[i] converted (through the accumulation type, rounded to nearest even), on the stream.
+const char* convert(DType src_dtype, DType dst_dtype, int64_t n, const void* src, void* dst, int dev, void* stream);
+// bytes from device memory to host memory, after the stream's work so far (waits for it).
+const char* copy_to_host(int dev, const void* src, int64_t bytes, void* dst, void* stream);
 
 const char* layer_norm_fwd(const RowNormFwdArgs& args, int dev, void* stream);
 const char* rms_norm_fwd(const RowNormFwdArgs& args, int dev, void* stream);

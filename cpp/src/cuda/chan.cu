@@ -131,11 +131,17 @@ const char* sums(const SumArgs& a, int64_t G, double* key1, double* key2, double
   double* p2 = p1 + np;
   double* t1 = nc1 ? nc1 : p2 + np;
   double* t2 = nc2 ? nc2 : p2 + np + a.N * a.C;
-  if (a.layout == Layout::ncs) ncs_unit_sums<T><<<static_cast<int>(min64(np, int64_t{1} << 20)), kThreads, 0, s>>>(a, parts, p1, p2);
-  else nsc_chunk_sums<T><<<grid_for(np), kThreads, 0, s>>>(a, parts, p1, p2);
-  nc_totals<<<grid_for(a.N * a.C), kThreads, 0, s>>>(a.layout, a.N, a.C, parts, p1, t1);
-  if (a.mode == Mode::grad) nc_totals<<<grid_for(a.N * a.C), kThreads, 0, s>>>(a.layout, a.N, a.C, parts, p2, t2);
+  // Empty shapes launch nothing that has no work: totals of no parts are 0, keys of no (n, c) are 0.
+  if (np > 0) {
+    if (a.layout == Layout::ncs) ncs_unit_sums<T><<<static_cast<int>(min64(np, int64_t{1} << 20)), kThreads, 0, s>>>(a, parts, p1, p2);
+    else nsc_chunk_sums<T><<<grid_for(np), kThreads, 0, s>>>(a, parts, p1, p2);
+  }
+  if (a.N * a.C > 0) {
+    nc_totals<<<grid_for(a.N * a.C), kThreads, 0, s>>>(a.layout, a.N, a.C, parts, p1, t1);
+    if (a.mode == Mode::grad) nc_totals<<<grid_for(a.N * a.C), kThreads, 0, s>>>(a.layout, a.N, a.C, parts, p2, t2);
+  }
   const int64_t keys = G ? a.N * G : a.C;
+  if (keys == 0) return launch_error();
   if (key1) key_sums<<<grid_for(keys), kThreads, 0, s>>>(a.N, a.C, G, t1, key1);
   if (key2 && a.mode == Mode::grad) key_sums<<<grid_for(keys), kThreads, 0, s>>>(a.N, a.C, G, t2, key2);
   return launch_error();

@@ -32,6 +32,15 @@ template <> __device__ __forceinline__ nk::bf16 from_acc<nk::bf16>(float v) {
   return nk::bf16{__bfloat16_as_ushort(__float2bfloat16_rn(v))};
 }
 
+// A NaN's own bits with the quiet bit set: what the CPU's arithmetic and conversions give for a
+// NaN operand (the GPU's give a canonical NaN instead).
+__device__ __forceinline__ float quiet_nan_of(float v) { return __uint_as_float(__float_as_uint(v) | 0x00400000u); }
+__device__ __forceinline__ double quiet_nan_of(double v) {
+  return __longlong_as_double(__double_as_longlong(v) | (1ll << 51));
+}
+__device__ __forceinline__ nk::f16 quiet_nan_of(nk::f16 v) { return nk::f16{static_cast<uint16_t>(v.bits | 0x0200u)}; }
+__device__ __forceinline__ nk::bf16 quiet_nan_of(nk::bf16 v) { return nk::bf16{static_cast<uint16_t>(v.bits | 0x0040u)}; }
+
 // V elements of T loaded or stored as one access of V * sizeof(T) bytes (at most 16).
 template <class T, int V> struct alignas(sizeof(T) * V) Pack { T v[V]; };
 

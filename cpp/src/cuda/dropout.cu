@@ -3,7 +3,8 @@
 // Thread k computes Philox block b = k of the element stream (rng/philox.h): the four words of
 // one block decide elements (b / 16) * 64 + w * 16 + b % 16 for w = 0..3, so 16 neighbouring
 // threads write 16 consecutive elements per word. The same (seed, i) -> word mapping as the CPU,
-// and the same rounding (x * scale in the accumulation type): bitwise the CPU's results.
+// and the same rounding (x * scale in the accumulation type; a kept NaN keeps its payload, quieted,
+// as the CPU's arithmetic does): bitwise the CPU's results.
 #include "cuda_util.cuh"
 #include "normkit/cuda.h"
 #include "rng/philox.h"
@@ -27,7 +28,9 @@ template <class T> __global__ void dropout_kernel(const DropoutArgs a, const Acc
       const int64_t i = base + w * 16;
       if (i >= a.n) break;
       const bool keep = a.mask_in ? a.mask_in[i] != 0 : c[w] >= a.threshold;
-      y[i] = keep ? from_acc<T>(to_acc(x[i]) * scale) : from_acc<T>(A(0));
+      const T xi = x[i];
+      const A v = to_acc(xi);
+      y[i] = !keep ? from_acc<T>(A(0)) : isnan(v) ? quiet_nan_of(xi) : from_acc<T>(v * scale);
       if (a.mask_out) a.mask_out[i] = keep;
     }
   }

@@ -36,6 +36,37 @@ const char* free_device(int dev, void* ptr) {
   return cuda_error(cudaFree(ptr));
 }
 
+namespace {
+template <class S, class D> __global__ void convert_kernel(int64_t n, const S* src, D* dst) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
+    dst[i] = from_acc<D>(static_cast<Acc<D>>(to_acc(src[i])));
+}
+}  // namespace
+
+const char* convert(DType src_dtype, DType dst_dtype, int64_t n, const void* src, void* dst, int dev, void* stream) {
+  DeviceScope d(dev);
+  if (d.error()) return d.error();
+  if (n <= 0) return nullptr;
+  const int grid = static_cast<int>(min64((n + 255) / 256, int64_t{1} << 20));
+  return by_dtype(src_dtype, [&]<class S>() {
+    return by_dtype(dst_dtype, [&]<class D>() {
+      convert_kernel<S, D><<<grid, 256, 0, static_cast<cudaStream_t>(stream)>>>(n, static_cast<const S*>(src),
+                                                                               static_cast<D*>(dst));
+      return launch_error();
+    });
+  });
+}
+
+const char* copy_to_host(int dev, const void* src, int64_t bytes, void* dst, void* stream) {
+  DeviceScope d(dev);
+  if (d.error()) return d.error();
+  const cudaStream_t s = static_cast<cudaStream_t>(stream);
+  if (const char* e = cuda_error(cudaMemcpyAsync(dst, src, static_cast<size_t>(bytes), cudaMemcpyDeviceToHost, s)))
+    return e;
+  return cuda_error(cudaStreamSynchronize(s));
+}
+
 const char* stream_synchronize(int dev, void* stream) {
   DeviceScope d(dev);
   if (d.error()) return d.error();
