@@ -23,6 +23,16 @@ void check(const char* err, const char* what) {
 }
 
 template <class P> P* ptr(uintptr_t p) { return reinterpret_cast<P*>(p); }
+
+// Runs an entry point without the GIL (launches only enqueue work) and raises its error.
+template <class F> void run(const char* what, F&& f) {
+  const char* err;
+  {
+    py::gil_scoped_release nogil;
+    err = f();
+  }
+  check(err, what);
+}
 void* stream_of(uintptr_t s) { return reinterpret_cast<void*>(s); }
 
 // ---- DLPack import ---------------------------------------------------------------------------
@@ -153,12 +163,10 @@ void row_norm_fwd(bool rms, int dtype, int64_t M, int64_t N, uintptr_t x, int64_
   a.mean = ptr<void>(mean);
   a.rstd = ptr<void>(rstd);
   a.eps = eps;
-  const char* err;
-  {
-    py::gil_scoped_release nogil;
-    err = rms ? nk::cuda::rms_norm_fwd(a, dev, stream_of(stream)) : nk::cuda::layer_norm_fwd(a, dev, stream_of(stream));
-  }
-  check(err, rms ? "rms_norm forward" : "layer_norm forward");
+  run(rms ? "rms_norm forward" : "layer_norm forward", [&] {
+    void* s = stream_of(stream);
+    return rms ? nk::cuda::rms_norm_fwd(a, dev, s) : nk::cuda::layer_norm_fwd(a, dev, s);
+  });
 }
 
 void row_norm_bwd(bool rms, int dtype, int64_t M, int64_t N, uintptr_t dy, int64_t lddy, uintptr_t x, int64_t ldx,
@@ -178,12 +186,10 @@ void row_norm_bwd(bool rms, int dtype, int64_t M, int64_t N, uintptr_t dy, int64
   a.dx = ptr<void>(dx);
   a.dweight = ptr<void>(dweight);
   a.dbias = ptr<void>(dbias);
-  const char* err;
-  {
-    py::gil_scoped_release nogil;
-    err = rms ? nk::cuda::rms_norm_bwd(a, dev, stream_of(stream)) : nk::cuda::layer_norm_bwd(a, dev, stream_of(stream));
-  }
-  check(err, rms ? "rms_norm backward" : "layer_norm backward");
+  run(rms ? "rms_norm backward" : "layer_norm backward", [&] {
+    void* s = stream_of(stream);
+    return rms ? nk::cuda::rms_norm_bwd(a, dev, s) : nk::cuda::layer_norm_bwd(a, dev, s);
+  });
 }
 
 void dropout(int dtype, int64_t n, uintptr_t x, uintptr_t y, uintptr_t mask_in, uintptr_t mask_out, uint64_t seed,
@@ -198,12 +204,7 @@ void dropout(int dtype, int64_t n, uintptr_t x, uintptr_t y, uintptr_t mask_in, 
   a.seed = seed;
   a.threshold = threshold;
   a.scale = scale;
-  const char* err;
-  {
-    py::gil_scoped_release nogil;
-    err = nk::cuda::dropout(a, dev, stream_of(stream));
-  }
-  check(err, "dropout");
+  run("dropout", [&] { return nk::cuda::dropout(a, dev, stream_of(stream)); });
 }
 
 // Sum of |x| (l1) or x^2 (l2) of each of M rows of N values (row stride ld) into out (double[M]).
@@ -211,31 +212,18 @@ void reg_row_sum(int dtype, bool l2, int64_t M, int64_t N, int64_t ld, uintptr_t
                  uintptr_t stream) {
   const RegRowSumArgs a{static_cast<DType>(dtype), l2 ? RegNorm::l2 : RegNorm::l1, M, N, ld, ptr<const void>(x),
                         ptr<double>(out)};
-  const char* err;
-  {
-    py::gil_scoped_release nogil;
-    err = nk::cuda::reg_row_sum(a, dev, stream_of(stream));
-  }
-  check(err, l2 ? "l2 sum" : "l1 sum");
+  run(l2 ? "l2 sum" : "l1 sum", [&] { return nk::cuda::reg_row_sum(a, dev, stream_of(stream)); });
 }
 
 void reg_apply(int dtype, int op, int64_t n, uintptr_t x, uintptr_t y, double c, int dev, uintptr_t stream) {
   const RegApplyArgs a{static_cast<DType>(dtype), static_cast<RegOp>(op), n, ptr<const void>(x), ptr<void>(y), c};
-  const char* err;
-  {
-    py::gil_scoped_release nogil;
-    err = nk::cuda::reg_apply(a, dev, stream_of(stream));
-  }
-  check(err, "regularizer update");
+  run("regularizer update", [&] { return nk::cuda::reg_apply(a, dev, stream_of(stream)); });
 }
 
 void max_norm(int dtype, int64_t A, int64_t K, int64_t B, uintptr_t w, double max_value, int dev, uintptr_t stream) {
-  const char* err;
-  {
-    py::gil_scoped_release nogil;
-    err = nk::cuda::max_norm(static_cast<DType>(dtype), A, K, B, ptr<void>(w), max_value, dev, stream_of(stream));
-  }
-  check(err, "max_norm");
+  run("max_norm", [&] {
+    return nk::cuda::max_norm(static_cast<DType>(dtype), A, K, B, ptr<void>(w), max_value, dev, stream_of(stream));
+  });
 }
 
 // Channel norms: layout 0 = NCHW (ncs), 1 = channels-last (nsc); all pointers device memory.
@@ -246,12 +234,7 @@ void batch_norm_fwd(int dtype, int layout, int64_t N, int64_t C, int64_t S, uint
                            ptr<void>(y), ptr<const void>(w), ptr<const void>(b), ptr<const void>(run_mean),
                            ptr<const void>(run_var), training, eps, ptr<void>(save_mean), ptr<void>(save_rstd),
                            ptr<double>(batch_mean), ptr<double>(batch_var)};
-  const char* err;
-  {
-    py::gil_scoped_release nogil;
-    err = nk::cuda::batch_norm_fwd(a, dev, stream_of(stream));
-  }
-  check(err, "batch_norm forward");
+  run("batch_norm forward", [&] { return nk::cuda::batch_norm_fwd(a, dev, stream_of(stream)); });
 }
 
 void batch_norm_bwd(int dtype, int layout, int64_t N, int64_t C, int64_t S, uintptr_t x, uintptr_t dy, uintptr_t dx,
@@ -260,12 +243,7 @@ void batch_norm_bwd(int dtype, int layout, int64_t N, int64_t C, int64_t S, uint
   const BatchNormBwdArgs a{static_cast<DType>(dtype), static_cast<Layout>(layout), N, C, S, ptr<const void>(x),
                            ptr<const void>(dy), ptr<void>(dx), ptr<const void>(mean), ptr<const void>(rstd),
                            ptr<const void>(w), training, ptr<double>(dweight), ptr<double>(dbias)};
-  const char* err;
-  {
-    py::gil_scoped_release nogil;
-    err = nk::cuda::batch_norm_bwd(a, dev, stream_of(stream));
-  }
-  check(err, "batch_norm backward");
+  run("batch_norm backward", [&] { return nk::cuda::batch_norm_bwd(a, dev, stream_of(stream)); });
 }
 
 void group_norm_fwd(int dtype, int layout, int64_t N, int64_t C, int64_t S, int64_t G, uintptr_t x, uintptr_t y,
@@ -273,12 +251,8 @@ void group_norm_fwd(int dtype, int layout, int64_t N, int64_t C, int64_t S, int6
                     uintptr_t stream) {
   const GroupFwdArgs a{static_cast<DType>(dtype), N, C, S, G, ptr<const void>(x), ptr<void>(y), ptr<const void>(w),
                        ptr<const void>(b), eps, ptr<double>(mean), ptr<double>(m2), ptr<double>(rstd)};
-  const char* err;
-  {
-    py::gil_scoped_release nogil;
-    err = nk::cuda::group_norm_fwd(a, static_cast<Layout>(layout), dev, stream_of(stream));
-  }
-  check(err, "group_norm forward");
+  run("group_norm forward",
+      [&] { return nk::cuda::group_norm_fwd(a, static_cast<Layout>(layout), dev, stream_of(stream)); });
 }
 
 void group_norm_bwd(int dtype, int layout, int64_t N, int64_t C, int64_t S, int64_t G, uintptr_t x, uintptr_t dy,
@@ -287,12 +261,8 @@ void group_norm_bwd(int dtype, int layout, int64_t N, int64_t C, int64_t S, int6
   const GroupBwdArgs a{static_cast<DType>(dtype), N, C, S, G, ptr<const void>(x), ptr<const void>(dy), ptr<void>(dx),
                        ptr<const void>(mean), ptr<const void>(rstd), ptr<const void>(w), affine_only, ptr<double>(sdy),
                        ptr<double>(sdyx), ptr<double>(dweight), ptr<double>(dbias)};
-  const char* err;
-  {
-    py::gil_scoped_release nogil;
-    err = nk::cuda::group_norm_bwd(a, static_cast<Layout>(layout), dev, stream_of(stream));
-  }
-  check(err, "group_norm backward");
+  run("group_norm backward",
+      [&] { return nk::cuda::group_norm_bwd(a, static_cast<Layout>(layout), dev, stream_of(stream)); });
 }
 
 void running_update(int run_dtype, int64_t C, uintptr_t run, uintptr_t batch, double momentum, int dev,
@@ -313,12 +283,7 @@ void lrn_fwd(int dtype, int layout, int64_t N, int64_t C, int64_t S, uintptr_t x
              int64_t size, double alpha, double beta, double k, int dev, uintptr_t stream) {
   const LrnFwdArgs a{static_cast<DType>(dtype), static_cast<Layout>(layout), N, C, S, ptr<const void>(x), ptr<void>(y),
                      ptr<void>(scale), size, alpha, beta, k};
-  const char* err;
-  {
-    py::gil_scoped_release nogil;
-    err = nk::cuda::lrn_fwd(a, dev, stream_of(stream));
-  }
-  check(err, "local_response_norm forward");
+  run("local_response_norm forward", [&] { return nk::cuda::lrn_fwd(a, dev, stream_of(stream)); });
 }
 
 void lrn_bwd(int dtype, int layout, int64_t N, int64_t C, int64_t S, uintptr_t dy, uintptr_t x, uintptr_t y,
@@ -327,12 +292,7 @@ void lrn_bwd(int dtype, int layout, int64_t N, int64_t C, int64_t S, uintptr_t d
   const LrnBwdArgs a{static_cast<DType>(dtype), static_cast<Layout>(layout), N, C, S, ptr<const void>(dy),
                      ptr<const void>(x), ptr<const void>(y), ptr<const void>(scale), ptr<void>(dx), size, alpha, beta,
                      k};
-  const char* err;
-  {
-    py::gil_scoped_release nogil;
-    err = nk::cuda::lrn_bwd(a, dev, stream_of(stream));
-  }
-  check(err, "local_response_norm backward");
+  run("local_response_norm backward", [&] { return nk::cuda::lrn_bwd(a, dev, stream_of(stream)); });
 }
 
 }  // namespace
@@ -343,11 +303,12 @@ PYBIND11_MODULE(_cuda, m) {
   m.doc() = "normkit CUDA kernels (low level; use the normkit functions with GPU arrays).";
   m.def("device_count", &nk::cuda::device_count, "Usable CUDA devices (0 without a driver or GPU).");
   m.def("device_name", &nk::cuda::device_name, py::arg("dev"));
-  m.def("stream_synchronize", [](int dev, uintptr_t s) { check(nk::cuda::stream_synchronize(dev, stream_of(s)), "sync"); },
+  m.def("stream_synchronize",
+        [](int dev, uintptr_t s) { check(nk::cuda::stream_synchronize(dev, stream_of(s)), "sync"); },
         py::arg("dev"), py::arg("stream"));
   m.def("convert", [](int src, int dst, int64_t n, uintptr_t from, uintptr_t to, int dev, uintptr_t stream) {
-    check(nk::cuda::convert(static_cast<nk::DType>(src), static_cast<nk::DType>(dst), n, ptr<const void>(from), ptr<void>(to), dev,
-                            stream_of(stream)),
+    check(nk::cuda::convert(static_cast<nk::DType>(src), static_cast<nk::DType>(dst), n, ptr<const void>(from),
+                            ptr<void>(to), dev, stream_of(stream)),
           "dtype conversion");
   });
   m.def("read_doubles", [](int dev, uintptr_t src, int64_t n, uintptr_t stream) {
@@ -363,7 +324,8 @@ PYBIND11_MODULE(_cuda, m) {
            py::arg("code"), py::arg("bits"), py::arg("typestr"))
       .def_property_readonly("ptr", &DeviceBuffer::ptr)
       .def_property_readonly("shape", [](const DeviceBuffer& b) { return py::tuple(py::cast(b.shape())); })
-      .def("__dlpack_device__", [](const DeviceBuffer& b) { return py::make_tuple(static_cast<int>(dl::kCUDA), b.device()); })
+      .def("__dlpack_device__",
+           [](const DeviceBuffer& b) { return py::make_tuple(static_cast<int>(dl::kCUDA), b.device()); })
       .def("_dlpack", &DeviceBuffer::dlpack, py::arg("producer_stream"))
       .def_property_readonly("__cuda_array_interface__", &DeviceBuffer::cuda_array_interface);
   m.def("row_norm_fwd", &row_norm_fwd);

@@ -453,6 +453,15 @@ class Call:
                       self.stream)
         return b
 
+    def out_reads(self, out_name: str, axis: int, *inputs: str) -> None:
+        """With out= given, name it `out_name` and re-read the inputs that overlap it other than
+        exactly in place from copies."""
+        if "out" not in self.views:
+            return
+        self.views[out_name] = self.views["out"]
+        for name in inputs:
+            self.protect(name, out_name, axis)
+
     def protect(self, name: str, out: str, axis: int) -> None:
         """Re-read `name` from a copy when it overlaps `out` other than exactly in place."""
         if name not in self.views or out not in self.views:
@@ -498,10 +507,7 @@ def row_norm_forward(rms, x, res, w, b, axis, eps, out, want_stats):
     wp, _ = c.param("weight", dt, feat)
     bp, _ = (0, None) if rms else c.param("bias", dt, feat)
     y, yp = c.output("out", shape, dt)
-    if out is not None:
-        c.views["y"] = c.views["out"]
-        c.protect("x", "y", ax)
-        c.protect("residual", "y", ax)
+    c.out_reads("y", ax, "x", "residual")
     xp, ldx = c.rows("x", ax)
     rp, ldr = c.rows("residual", ax) if add else (0, 0)
     h, hp = c.output("h", shape, dt) if add else (None, 0)
@@ -542,10 +548,7 @@ def row_norm_backward(rms, dy, x, mean, rstd, w, axis, out):
     wp, wdt = c.param("weight", dt, feat)
     wdt = wdt or dt
     dx, dxp = c.output("out", shape, dt)
-    if out is not None:
-        c.views["dx"] = c.views["out"]
-        c.protect("x", "dx", ax)
-        c.protect("dy", "dx", ax)
+    c.out_reads("dx", ax, "x", "dy")
     xp, ldx = c.rows("x", ax)
     dyp, lddy = c.rows("dy", ax)
     acc = acc_dtype(dt)
@@ -593,11 +596,7 @@ def dropout(x, xname, p, seed, mask, out, want_mask):
     elif not 0 <= seed < 2**64:
         raise ValueError(f"seed must be an int in [0, 2**64), got {seed}")
     y, yp = c.output("out", shape, dt)
-    if out is not None:
-        c.views["y"] = c.views["out"]
-        c.protect(xname, "y", 0)
-        if mask is not None:
-            c.protect("mask", "y", 0)
+    c.out_reads("y", 0, xname, "mask")
     xp, _ = c.rows(xname, 0)
     if mask is not None:
         mp = c.views["mask"].ptr  # after protect: possibly a copy
@@ -728,11 +727,8 @@ class _Chan:
     def output(self, out: Any, *inputs: str) -> tuple[Any, int]:
         """y / dx: out= (inputs overlapping it other than in place are copied first) or new."""
         y, yp = self.c.output("out", self.shape, self.dt)
-        if out is not None:
-            self.c.views["y"] = self.c.views["out"]
-            for name in inputs:
-                self.c.protect(name, "y", 0)
-            self.xp = self.c.views["x"].ptr
+        self.c.out_reads("y", 0, *inputs)
+        self.xp = self.c.views["x"].ptr
         return y, yp
 
     def running(self, training_update: bool) -> tuple[bool, dict[str, _View]]:

@@ -133,8 +133,10 @@ const char* sums(const SumArgs& a, int64_t G, double* key1, double* key2, double
   double* t2 = nc2 ? nc2 : p2 + np + a.N * a.C;
   // Empty shapes launch nothing that has no work: totals of no parts are 0, keys of no (n, c) are 0.
   if (np > 0) {
-    if (a.layout == Layout::ncs) ncs_unit_sums<T><<<static_cast<int>(min64(np, int64_t{1} << 20)), kThreads, 0, s>>>(a, parts, p1, p2);
-    else nsc_chunk_sums<T><<<grid_for(np), kThreads, 0, s>>>(a, parts, p1, p2);
+    if (a.layout == Layout::ncs)
+      ncs_unit_sums<T><<<static_cast<int>(min64(np, int64_t{1} << 20)), kThreads, 0, s>>>(a, parts, p1, p2);
+    else
+      nsc_chunk_sums<T><<<grid_for(np), kThreads, 0, s>>>(a, parts, p1, p2);
   }
   if (a.N * a.C > 0) {
     nc_totals<<<grid_for(a.N * a.C), kThreads, 0, s>>>(a.layout, a.N, a.C, parts, p1, t1);
@@ -165,7 +167,8 @@ __global__ void apply_ncs(int64_t N, int64_t C, int64_t S, const T* x, const T* 
     const int64_t row = b / chunks, s0 = (b % chunks) * kApplyChunk, s1 = min64(S, s0 + kApplyChunk);
     const int64_t k = (row / C) * ns + row % C;
     const Acc<T> mk = m[k], a1 = k1[k], a2 = k2[k], a3 = k3 ? k3[k] : Acc<T>(0);
-    for (int64_t s = s0 + threadIdx.x; s < s1; s += blockDim.x) out[row * S + s] = apply_one(x, dy, row * S + s, mk, a1, a2, a3);
+    for (int64_t s = s0 + threadIdx.x; s < s1; s += blockDim.x)
+      out[row * S + s] = apply_one(x, dy, row * S + s, mk, a1, a2, a3);
   }
 }
 
@@ -417,31 +420,23 @@ template <class T> const char* gn_bwd(const GroupBwdArgs& p, Layout layout, cuda
 }  // namespace
 
 const char* batch_norm_fwd(const BatchNormFwdArgs& a, int dev, void* stream) {
-  DeviceScope d(dev);
-  if (d.error()) return d.error();
   if (a.C <= 0) return nullptr;
-  return by_dtype(a.dtype, [&]<class T>() { return bn_fwd<T>(a, static_cast<cudaStream_t>(stream)); });
+  return on_device(dev, a.dtype, [&]<class T>() { return bn_fwd<T>(a, static_cast<cudaStream_t>(stream)); });
 }
 
 const char* batch_norm_bwd(const BatchNormBwdArgs& a, int dev, void* stream) {
-  DeviceScope d(dev);
-  if (d.error()) return d.error();
   if (a.C <= 0) return nullptr;
-  return by_dtype(a.dtype, [&]<class T>() { return bn_bwd<T>(a, static_cast<cudaStream_t>(stream)); });
+  return on_device(dev, a.dtype, [&]<class T>() { return bn_bwd<T>(a, static_cast<cudaStream_t>(stream)); });
 }
 
 const char* group_norm_fwd(const GroupFwdArgs& a, Layout layout, int dev, void* stream) {
-  DeviceScope d(dev);
-  if (d.error()) return d.error();
   if (a.N * a.C <= 0) return nullptr;
-  return by_dtype(a.dtype, [&]<class T>() { return gn_fwd<T>(a, layout, static_cast<cudaStream_t>(stream)); });
+  return on_device(dev, a.dtype, [&]<class T>() { return gn_fwd<T>(a, layout, static_cast<cudaStream_t>(stream)); });
 }
 
 const char* group_norm_bwd(const GroupBwdArgs& a, Layout layout, int dev, void* stream) {
-  DeviceScope d(dev);
-  if (d.error()) return d.error();
   if (a.N * a.C <= 0) return nullptr;
-  return by_dtype(a.dtype, [&]<class T>() { return gn_bwd<T>(a, layout, static_cast<cudaStream_t>(stream)); });
+  return on_device(dev, a.dtype, [&]<class T>() { return gn_bwd<T>(a, layout, static_cast<cudaStream_t>(stream)); });
 }
 
 const char* running_update(DType run_dtype, int64_t C, void* run, const double* batch, double momentum, int dev,

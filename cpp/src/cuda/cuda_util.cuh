@@ -38,8 +38,12 @@ __device__ __forceinline__ float quiet_nan_of(float v) { return __uint_as_float(
 __device__ __forceinline__ double quiet_nan_of(double v) {
   return __longlong_as_double(__double_as_longlong(v) | (1ll << 51));
 }
-__device__ __forceinline__ nk::f16 quiet_nan_of(nk::f16 v) { return nk::f16{static_cast<uint16_t>(v.bits | 0x0200u)}; }
-__device__ __forceinline__ nk::bf16 quiet_nan_of(nk::bf16 v) { return nk::bf16{static_cast<uint16_t>(v.bits | 0x0040u)}; }
+__device__ __forceinline__ nk::f16 quiet_nan_of(nk::f16 v) {
+  return nk::f16{static_cast<uint16_t>(v.bits | 0x0200u)};
+}
+__device__ __forceinline__ nk::bf16 quiet_nan_of(nk::bf16 v) {
+  return nk::bf16{static_cast<uint16_t>(v.bits | 0x0040u)};
+}
 
 // V elements of T loaded or stored as one access of V * sizeof(T) bytes (at most 16).
 template <class T, int V> struct alignas(sizeof(T) * V) Pack { T v[V]; };
@@ -137,6 +141,13 @@ template <class F> const char* by_dtype(DType dt, F&& f) {
     case DType::bf16: return f.template operator()<nk::bf16>();
   }
   return "unknown dtype";
+}
+
+// An entry point's frame: `dev` current, then f.template operator()<T>() for the dtype.
+template <class F> const char* on_device(int dev, DType dt, F&& f) {
+  DeviceScope d(dev);
+  if (d.error()) return d.error();
+  return by_dtype(dt, f);
 }
 
 }  // namespace nk::cuda

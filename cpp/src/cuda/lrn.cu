@@ -65,23 +65,17 @@ int grid_for(int64_t n) { return static_cast<int>(min64((n + kThreads - 1) / kTh
 }  // namespace
 
 const char* lrn_fwd(const LrnFwdArgs& a, int dev, void* stream) {
-  DeviceScope d(dev);
-  if (d.error()) return d.error();
   const int64_t total = a.N * a.C * a.S;
-  if (total <= 0) return nullptr;
-  return by_dtype(a.dtype, [&]<class T>() {
-    lrn_fwd_kernel<T><<<grid_for(total), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(a);
+  return on_device(dev, a.dtype, [&]<class T>() {
+    if (total > 0) lrn_fwd_kernel<T><<<grid_for(total), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(a);
     return launch_error();
   });
 }
 
 const char* lrn_bwd(const LrnBwdArgs& a, int dev, void* stream) {
-  DeviceScope d(dev);
-  if (d.error()) return d.error();
   const int64_t total = a.N * a.C * a.S;
-  if (total <= 0) return nullptr;
-  return by_dtype(a.dtype, [&]<class T>() {
-    lrn_bwd_kernel<T><<<grid_for(total), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(a);
+  return on_device(dev, a.dtype, [&]<class T>() {
+    if (total > 0) lrn_bwd_kernel<T><<<grid_for(total), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(a);
     return launch_error();
   });
 }

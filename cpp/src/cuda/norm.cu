@@ -459,24 +459,16 @@ template <class T> const char* bwd(const RowNormBwdArgs& a, bool rms, cudaStream
 }  // namespace
 
 const char* layer_norm_fwd(const RowNormFwdArgs& a, int dev, void* stream) {
-  DeviceScope d(dev);
-  if (d.error()) return d.error();
-  return by_dtype(a.dtype, [&]<class T>() { return fwd<T>(a, false, static_cast<cudaStream_t>(stream)); });
+  return on_device(dev, a.dtype, [&]<class T>() { return fwd<T>(a, false, static_cast<cudaStream_t>(stream)); });
 }
 const char* rms_norm_fwd(const RowNormFwdArgs& a, int dev, void* stream) {
-  DeviceScope d(dev);
-  if (d.error()) return d.error();
-  return by_dtype(a.dtype, [&]<class T>() { return fwd<T>(a, true, static_cast<cudaStream_t>(stream)); });
+  return on_device(dev, a.dtype, [&]<class T>() { return fwd<T>(a, true, static_cast<cudaStream_t>(stream)); });
 }
 const char* layer_norm_bwd(const RowNormBwdArgs& a, int dev, void* stream) {
-  DeviceScope d(dev);
-  if (d.error()) return d.error();
-  return by_dtype(a.dtype, [&]<class T>() { return bwd<T>(a, false, static_cast<cudaStream_t>(stream)); });
+  return on_device(dev, a.dtype, [&]<class T>() { return bwd<T>(a, false, static_cast<cudaStream_t>(stream)); });
 }
 const char* rms_norm_bwd(const RowNormBwdArgs& a, int dev, void* stream) {
-  DeviceScope d(dev);
-  if (d.error()) return d.error();
-  return by_dtype(a.dtype, [&]<class T>() { return bwd<T>(a, true, static_cast<cudaStream_t>(stream)); });
+  return on_device(dev, a.dtype, [&]<class T>() { return bwd<T>(a, true, static_cast<cudaStream_t>(stream)); });
 }
 
 }  // namespace nk::cuda
