@@ -53,6 +53,19 @@ __device__ __forceinline__ void store_pack(T* p, int64_t j, int64_t N, const Pac
 
 // ---- forward ---------------------------------------------------------------------------------
 
+// The pack at j of row r of the normalized source: x, or h = x + res rounded to T (stored to h).
+template <class T, bool AL>
+__device__ __forceinline__ Pack<T, kVec16<T>> load_source(const RowNormFwdArgs& a, int64_t r, int64_t j) {
+  Pack<T, kVec16<T>> p = load_pack<T, AL>(static_cast<const T*>(a.x) + r * a.ldx, j, a.N);
+  if (a.res) {
+    const Pack<T, kVec16<T>> q = load_pack<T, AL>(static_cast<const T*>(a.res) + r * a.ldr, j, a.N);
+#pragma unroll
+    for (int k = 0; k < kVec16<T>; ++k) p.v[k] = from_acc<T>(to_acc(p.v[k]) + to_acc(q.v[k]));
+    store_pack<T, AL>(static_cast<T*>(a.h) + r * a.N, j, a.N, p);
+  }
+  return p;
+}
+
 // One row: h = x + res (stored, when res), the statistics, y. ITEMS vector slots per thread.
 template <class T, bool AL, int ITEMS>
 __global__ void __launch_bounds__(kMaxThreads) fwd_cached(const RowNormFwdArgs a, const bool rms) {
@@ -73,13 +86,7 @@ __global__ void __launch_bounds__(kMaxThreads) fwd_cached(const RowNormFwdArgs a
     for (int it = 0; it < ITEMS; ++it) {
       const int64_t j = (static_cast<int64_t>(it) * tpr + tid) * V;
       if (valid && j < N) {
-        P p = load_pack<T, AL>(static_cast<const T*>(a.x) + r * a.ldx, j, N);
-        if (a.res) {
-          const P q = load_pack<T, AL>(static_cast<const T*>(a.res) + r * a.ldr, j, N);
-#pragma unroll
-          for (int k = 0; k < V; ++k) p.v[k] = from_acc<T>(to_acc(p.v[k]) + to_acc(q.v[k]));
-          store_pack<T, AL>(static_cast<T*>(a.h) + r * N, j, N, p);
-        }
+        const P p = load_source<T, AL>(a, r, j);
 #pragma unroll
         for (int k = 0; k < V; ++k) {
           v[it][k] = to_acc(p.v[k]);
@@ -144,13 +151,7 @@ __global__ void __launch_bounds__(kMaxThreads) fwd_looped(const RowNormFwdArgs a
     const T* src = a.res ? static_cast<const T*>(a.h) + r * N : static_cast<const T*>(a.x) + r * a.ldx;
     A s = 0;
     for (int64_t j = static_cast<int64_t>(tid) * V; j < N; j += step) {
-      P p = load_pack<T, AL>(static_cast<const T*>(a.x) + r * a.ldx, j, N);
-      if (a.res) {
-        const P q = load_pack<T, AL>(static_cast<const T*>(a.res) + r * a.ldr, j, N);
-#pragma unroll
-        for (int k = 0; k < V; ++k) p.v[k] = from_acc<T>(to_acc(p.v[k]) + to_acc(q.v[k]));
-        store_pack<T, AL>(static_cast<T*>(a.h) + r * N, j, N, p);
-      }
+      const P p = load_source<T, AL>(a, r, j);
 #pragma unroll
       for (int k = 0; k < V; ++k) s += to_acc(p.v[k]);
     }
