@@ -68,8 +68,17 @@ def _device_of(obj: Any) -> int | None:
     return int(getattr(dev, "id", getattr(dev, "index", 0)) or 0)
 
 
+_NDARRAY = np.ndarray
+
+
 def any_on_gpu(*objs: Any) -> bool:
-    return any(_device_of(o) is not None for o in objs)
+    """Whether any argument is a GPU array (on every public call: NumPy arrays and None go first)."""
+    for o in objs:
+        if o is None or type(o) is _NDARRAY:
+            continue
+        if _device_of(o) is not None:
+            return True
+    return False
 
 
 def _where(obj: Any) -> str:
