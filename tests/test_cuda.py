@@ -75,6 +75,7 @@ class Jax:
     def __init__(self):
         import jax
 
+        jax.config.update("jax_enable_x64", True)  # float64 arrays stay float64 (the float64 cases)
         self.jax = jax
         self.gpu = next(d for d in jax.devices() if d.platform == "gpu")
 
