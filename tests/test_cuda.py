@@ -315,11 +315,12 @@ def test_regularizers_gpu(lib, dt, shape):
         gd = lib.dev(g)
         assert fn(gd, lib.dev(w), *args) is gd
         assert_close(lib.host(gd), rfn(g, w, *args), dt, "fwd", "y", fn.__name__)
-    for fn, rfn, args in ((nk.l1_prox, rref.l1_prox, (0.4,)), (nk.weight_decay, rref.weight_decay, (0.1, 0.3)),
-                          (nk.max_norm, rref.max_norm, (1.5, 0))):
+    updates = ((nk.l1_prox, rref.l1_prox, (0.4,), {}), (nk.weight_decay, rref.weight_decay, (0.1, 0.3), {}),
+               (nk.max_norm, rref.max_norm, (1.5,), {"axis": 0}))
+    for fn, rfn, args, kw in updates:
         wd = lib.dev(w)
-        assert fn(wd, *args) is wd
-        assert_close(lib.host(wd), rfn(w, *args), dt, "fwd", "y", fn.__name__)
+        assert fn(wd, *args, **kw) is wd
+        assert_close(lib.host(wd), rfn(w, *args, *kw.values()), dt, "fwd", "y", fn.__name__)
 
 
 # Channel norms at the CPU tests' kinds of shapes (layouts, S = 1, odd sizes) and one larger.

@@ -84,7 +84,8 @@ def any_on_gpu(*objs: Any) -> bool:
 def _where(obj: Any) -> str:
     dev = _device_of(obj)
     if dev is not None:
-        return f"a {type(obj).__module__.split('.')[0]} array on cuda:{dev}"
+        lib = type(obj).__module__.split(".")[0]
+        return f"a {'jax' if lib == 'jaxlib' else lib} array on cuda:{dev}"
     if isinstance(obj, np.ndarray):
         return "a NumPy array on the host"
     return f"a {type(obj).__name__} on the host"
