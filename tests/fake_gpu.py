@@ -51,7 +51,11 @@ class FakeGpuArray:
         self.a.fill(value)
 
     def __getitem__(self, key):
-        return self.a[key]
+        return FakeGpuArray(self.a[key])
+
+    @property
+    def T(self):
+        return FakeGpuArray(self.a.T)
 
     def __setitem__(self, key, value):
         self.a[key] = value.a if isinstance(value, FakeGpuArray) else value
