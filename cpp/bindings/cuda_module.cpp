@@ -303,9 +303,6 @@ PYBIND11_MODULE(_cuda, m) {
   m.doc() = "normkit CUDA kernels (low level; use the normkit functions with GPU arrays).";
   m.def("device_count", &nk::cuda::device_count, "Usable CUDA devices (0 without a driver or GPU).");
   m.def("device_name", &nk::cuda::device_name, py::arg("dev"));
-  m.def("stream_synchronize",
-        [](int dev, uintptr_t s) { check(nk::cuda::stream_synchronize(dev, stream_of(s)), "sync"); },
-        py::arg("dev"), py::arg("stream"));
   m.def("convert", [](int src, int dst, int64_t n, uintptr_t from, uintptr_t to, int dev, uintptr_t stream) {
     check(nk::cuda::convert(static_cast<nk::DType>(src), static_cast<nk::DType>(dst), n, ptr<const void>(from),
                             ptr<void>(to), dev, stream_of(stream)),

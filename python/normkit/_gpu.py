@@ -316,6 +316,10 @@ class _View:
             nxt = self.strides[d] * self.shape[d]
         return ld
 
+    def dense(self) -> bool:
+        """C-contiguous and aligned to the element size: usable by the kernels as it is."""
+        return self.ld_of(0) is not None and self.ptr % self.dtype.itemsize == 0
+
     def span(self) -> tuple[int, int]:
         """Byte range [lo, hi) of the elements."""
         lo = hi = self.ptr
@@ -653,7 +657,7 @@ def _in_place(c: Call, name: str) -> tuple[_View, Any]:
     if not c.lib.writable:
         raise TypeError(f"{c.op}: {name} is a JAX array; JAX arrays are immutable and cannot be updated in place")
     v = c.float_view(name)
-    if v.ld_of(0) is not None and v.ptr % v.dtype.itemsize == 0:
+    if v.dense():
         return v, None
     d = c.lib.copy(v.obj)
     return _View(d, name), d
@@ -726,7 +730,7 @@ class _Chan:
 
     def dense(self, name: str) -> int:
         v = self.c.views[name]
-        if v.ld_of(0) is None or v.ptr % v.dtype.itemsize:
+        if not v.dense():
             self.c.views[name] = v = _View(self.c.lib.copy(v.obj), name)
         return v.ptr
 
@@ -741,7 +745,8 @@ class _Chan:
         self.xp = self.c.views["x"].ptr
         return y, yp
 
-    def running(self, training_update: bool) -> tuple[bool, dict[str, _View]]:
+    def running(self, training_update: bool) -> bool:
+        """Checks running_mean / running_var (both or neither, shape (C,)); whether they are given."""
         names = [k for k in ("running_mean", "running_var") if k in self.c.views]
         if len(names) == 1:
             raise ValueError(f"running_mean and running_var must be given together; got only {names[0]}")
@@ -751,14 +756,14 @@ class _Chan:
                 raise ValueError(f"{name} has shape {_shape_str(v.shape)}; expected {_shape_str((self.C,))}")
             if training_update and not self.c.lib.writable:
                 raise TypeError(f"{name} is a JAX array; JAX arrays are immutable and cannot be updated in place")
-        return bool(names), {k: self.c.views[k] for k in names}
+        return bool(names)
 
     def update_running(self, arrays: dict[str, Any], batch: dict[str, int], momentum: float) -> None:
         """running = (1 - momentum) * running + momentum * batch, in place on the caller's arrays."""
         for name, obj in arrays.items():
             v = self.c.views[name]
             dense = None
-            if v.ld_of(0) is None or v.ptr % v.dtype.itemsize:
+            if not v.dense():
                 dense = self.c.lib.copy(obj)
                 v = _View(dense, name)
             _cuda.running_update(_NK_DTYPE[v.dtype], self.C, v.ptr, batch[name], momentum, self.c.dev, self.c.stream)
@@ -777,31 +782,38 @@ def _to_param(c: Call, g: Any, pdt: np.dtype) -> Any:
     return c.lib.finish(g if pdt == _F64 else c.cast(g, pdt))
 
 
-def batch_norm_forward(x, w, b, rm, rv, training, momentum, eps, channel_axis, out, want_stats):
-    c = Call("batch_norm", x=x, weight=w, bias=b, running_mean=rm, running_var=rv, out=out)
-    v = _Chan(c, int(channel_axis))
-    check_eps(float(eps))
-    momentum = _check_momentum(momentum)
-    C, dt, acc = v.C, v.dt, acc_dtype(v.dt)
-    wp, _ = c.param("weight", dt, (C,))
-    bp, _ = c.param("bias", dt, (C,))
-    given, _ = v.running(bool(training))
-    if training and v.N * v.S < 2:
-        raise ValueError(f"batch_norm in training needs more than 1 value per channel, got x of shape {_shape_str(v.shape)}")
-    if not training and not given:
-        raise ValueError("batch_norm in eval mode (training=False) needs running_mean and running_var")
+def _batch_norm_call(c: Call, v: _Chan, training: bool, eps: float, out: Any, update: bool):
+    """The BatchNorm kernel (also InstanceNorm with running statistics): y, save_mean, save_rstd and
+    the device pointers of the batch statistics (0 unless `update`). Eval reads the running ones."""
+    C, acc = v.C, acc_dtype(v.dt)
+    wp, _ = c.param("weight", v.dt, (C,))
+    bp, _ = c.param("bias", v.dt, (C,))
     rmp = rvp = 0
     if not training:
         rmp, rvp = c.acc_copy("running_mean", acc), c.acc_copy("running_var", acc)
-    update = bool(training) and given
     _bm, bmp = c.output("batch_mean", (C,), _F64) if update else (None, 0)
     _bv, bvp = c.output("batch_var", (C,), _F64) if update else (None, 0)
     sm, smp = c.output("save_mean", (C,), acc)
     sr, srp = c.output("save_rstd", (C,), acc)
     y, yp = v.output(out, "x")
     if C > 0:
-        _cuda.batch_norm_fwd(_NK_DTYPE[dt], v.layout, v.N, C, v.S, v.xp, yp, wp, bp, rmp, rvp, bool(training),
-                             float(eps), smp, srp, bmp, bvp, c.dev, c.stream)
+        _cuda.batch_norm_fwd(_NK_DTYPE[v.dt], v.layout, v.N, C, v.S, v.xp, yp, wp, bp, rmp, rvp, training, eps, smp,
+                             srp, bmp, bvp, c.dev, c.stream)
+    return y, sm, sr, bmp, bvp
+
+
+def batch_norm_forward(x, w, b, rm, rv, training, momentum, eps, channel_axis, out, want_stats):
+    c = Call("batch_norm", x=x, weight=w, bias=b, running_mean=rm, running_var=rv, out=out)
+    v = _Chan(c, int(channel_axis))
+    check_eps(float(eps))
+    momentum = _check_momentum(momentum)
+    given = v.running(bool(training))
+    if training and v.N * v.S < 2:
+        raise ValueError(f"batch_norm in training needs more than 1 value per channel, got x of shape {_shape_str(v.shape)}")
+    if not training and not given:
+        raise ValueError("batch_norm in eval mode (training=False) needs running_mean and running_var")
+    update = bool(training) and given
+    y, sm, sr, bmp, bvp = _batch_norm_call(c, v, bool(training), float(eps), out, update)
     if update:
         v.update_running({"running_mean": rm, "running_var": rv}, {"running_mean": bmp, "running_var": bvp}, momentum)
     fin = c.lib.finish
@@ -891,7 +903,7 @@ def instance_norm_forward(x, w, b, rm, rv, use_input_stats, momentum, eps, chann
     check_eps(float(eps))
     momentum = _check_momentum(momentum)
     N, C, acc = v.N, v.C, acc_dtype(v.dt)
-    given, _ = v.running(bool(use_input_stats))
+    given = v.running(bool(use_input_stats))
     fin = c.lib.finish
     if use_input_stats:
         if v.S < 2:
@@ -910,15 +922,7 @@ def instance_norm_forward(x, w, b, rm, rv, use_input_stats, momentum, eps, chann
     if not given:
         raise ValueError("instance_norm with use_input_stats=False needs running_mean and running_var")
     # Constant statistics per channel: BatchNorm's eval path.
-    wp, _ = c.param("weight", v.dt, (C,))
-    bp, _ = c.param("bias", v.dt, (C,))
-    rmp, rvp = c.acc_copy("running_mean", acc), c.acc_copy("running_var", acc)
-    sm, smp = c.output("save_mean", (C,), acc)
-    sr, srp = c.output("save_rstd", (C,), acc)
-    y, yp = v.output(out, "x")
-    if C > 0:
-        _cuda.batch_norm_fwd(_NK_DTYPE[v.dt], v.layout, N, C, v.S, v.xp, yp, wp, bp, rmp, rvp, False, float(eps),
-                             smp, srp, 0, 0, c.dev, c.stream)
+    y, sm, sr, _, _ = _batch_norm_call(c, v, False, float(eps), out, False)
     if not want_stats:
         return fin(y)
     return fin(y), c.lib.broadcast_rows(fin(sm), N), c.lib.broadcast_rows(fin(sr), N)

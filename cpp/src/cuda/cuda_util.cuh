@@ -54,10 +54,6 @@ template <class T> constexpr int kVec16 = 16 / static_cast<int>(sizeof(T));
 __host__ __device__ __forceinline__ int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 __host__ __device__ __forceinline__ int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
-__device__ __forceinline__ bool aligned_to(const void* p, int bytes) {
-  return (reinterpret_cast<uintptr_t>(p) % static_cast<uintptr_t>(bytes)) == 0;
-}
-
 // Sum over the `width` lanes of a group inside a warp (width a power of two <= 32): a fixed
 // butterfly, so every lane gets the same, reproducible value.
 template <class A> __device__ __forceinline__ A group_sum(A v, int width) {
