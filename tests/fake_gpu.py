@@ -112,13 +112,15 @@ class FakeCuda:
     def read_doubles(self, dev, ptr, n, stream):
         return list(device_view(ptr, (n,), (1,), np.float64))
 
-    def row_norm_fwd(self, rms, dtype, M, N, x, ldx, res, ldr, w, b, y, h, mean, rstd, eps, dev, stream):
-        self.calls.append(("row_norm_fwd", rms, dtype, M, N, ldx, ldr, dev, stream))
+    def row_norm_fwd(self, rms, dtype, M, N, x, ldx, res, ldr, w, b, y, h, mean, rstd, eps, dev, stream,
+                     param_in_dtype):
+        self.calls.append(("row_norm_fwd", rms, dtype, M, N, ldx, ldr, dev, stream, param_in_dtype))
         dt = _DTYPES[dtype]
         acc = np.float64 if dt == _DTYPES[1] else np.float32
+        pdt = dt if param_in_dtype else acc  # the kernels read the parameters in x's dtype or in acc
         xv, rv = _rows(x, M, N, ldx, dt), _rows(res, M, N, ldr, dt)
-        wv = device_view(w, (N,), (1,), acc) if w else None
-        bv = device_view(b, (N,), (1,), acc) if b else None
+        wv = device_view(w, (N,), (1,), pdt).astype(acc) if w else None
+        bv = device_view(b, (N,), (1,), pdt).astype(acc) if b else None
         # Row by row, each row written before the next is read, like a kernel's independent rows:
         # inputs that overlap the outputs other than in place show up as wrong results.
         for r in range(M):
@@ -133,23 +135,25 @@ class FakeCuda:
             if rstd:
                 device_view(rstd, (M,), (1,), acc)[r] = outs.pop(0)[0]
 
-    def row_norm_bwd(self, rms, dtype, M, N, dy, lddy, x, ldx, mean, rstd, w, dx, dw, db, dev, stream):
-        self.calls.append(("row_norm_bwd", rms, dtype, M, N, lddy, ldx, dev, stream))
+    def row_norm_bwd(self, rms, dtype, M, N, dy, lddy, x, ldx, mean, rstd, w, dx, dw, db, dev, stream,
+                     param_in_dtype):
+        self.calls.append(("row_norm_bwd", rms, dtype, M, N, lddy, ldx, dev, stream, param_in_dtype))
         dt = _DTYPES[dtype]
         acc = np.float64 if dt == _DTYPES[1] else np.float32
+        pdt = dt if param_in_dtype else acc  # weight, dweight and dbias in x's dtype or in acc
         dyv, xv = _rows(dy, M, N, lddy, dt), _rows(x, M, N, ldx, dt)
         mv = device_view(mean, (M,), (1,), acc) if mean else None
         sv = device_view(rstd, (M,), (1,), acc)
-        wv = device_view(w, (N,), (1,), acc) if w else None
+        wv = device_view(w, (N,), (1,), pdt).astype(acc) if w else None
         # The parameter gradients from the whole call, then dx row by row (as in the forward).
         outs = _core.row_norm_backward(rms, dyv, xv, mv, sv, wv, -1, None)
         for r in range(M):
             m = None if mv is None else mv[r : r + 1]
             dxr = _core.row_norm_backward(rms, dyv[r : r + 1], xv[r : r + 1], m, sv[r : r + 1], wv, -1, None)[0]
             device_view(dx + r * N * dt.itemsize, (1, N), (N, 1), dt)[...] = dxr
-        device_view(dw, (N,), (1,), acc)[...] = outs[1]
+        device_view(dw, (N,), (1,), pdt)[...] = outs[1].astype(pdt)
         if not rms:
-            device_view(db, (N,), (1,), acc)[...] = outs[2]
+            device_view(db, (N,), (1,), pdt)[...] = outs[2].astype(pdt)
     def dropout(self, dtype, n, x, y, mask_in, mask_out, seed, threshold, scale, dev, stream):
         self.calls.append(("dropout", dtype, n, seed, threshold, dev, stream))
         dt = _DTYPES[dtype]

@@ -147,8 +147,9 @@ class DeviceBuffer {
 
 void row_norm_fwd(bool rms, int dtype, int64_t M, int64_t N, uintptr_t x, int64_t ldx, uintptr_t res, int64_t ldr,
                   uintptr_t weight, uintptr_t bias, uintptr_t y, uintptr_t h, uintptr_t mean, uintptr_t rstd,
-                  double eps, int dev, uintptr_t stream) {
+                  double eps, int dev, uintptr_t stream, bool param_in_dtype) {
   RowNormFwdArgs a{};
+  a.param_in_dtype = param_in_dtype;
   a.dtype = static_cast<DType>(dtype);
   a.M = M;
   a.N = N;
@@ -171,8 +172,9 @@ void row_norm_fwd(bool rms, int dtype, int64_t M, int64_t N, uintptr_t x, int64_
 
 void row_norm_bwd(bool rms, int dtype, int64_t M, int64_t N, uintptr_t dy, int64_t lddy, uintptr_t x, int64_t ldx,
                   uintptr_t mean, uintptr_t rstd, uintptr_t weight, uintptr_t dx, uintptr_t dweight, uintptr_t dbias,
-                  int dev, uintptr_t stream) {
+                  int dev, uintptr_t stream, bool param_in_dtype) {
   RowNormBwdArgs a{};
+  a.param_in_dtype = param_in_dtype;
   a.dtype = static_cast<DType>(dtype);
   a.M = M;
   a.N = N;

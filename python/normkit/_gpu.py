@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from typing import Any
 
 import ml_dtypes
@@ -45,14 +46,54 @@ _DL_OF[_BOOL] = (6, 8)
 _NK_DTYPE = {np.dtype(np.float32): 0, np.dtype(np.float64): 1, np.dtype(np.float16): 2, _BF16: 3}
 
 
+class _TorchDtypes(dict):
+    """torch dtype -> numpy dtype for the float dtypes (filled when PyTorch is first seen)."""
+
+    def __missing__(self, key):
+        torch = sys.modules["torch"]
+        self.update({torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64),
+                     torch.float16: np.dtype(np.float16), torch.bfloat16: _BF16})
+        for k in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+            if k == key:
+                return self[k]
+        self[key] = None
+        return None
+
+
+_TORCH_DTYPES = _TorchDtypes()
+
+
+_device_count: tuple[Any, int] = (None, 0)
+
+
+def _devices() -> int:
+    """Usable CUDA devices, asked once per kernel module (a CUDA runtime call per op call would
+    add to its cost)."""
+    global _device_count
+    mod, n = _device_count
+    if mod is not _cuda or _cuda is None:
+        n = 0 if _cuda is None else _cuda.device_count()
+        _device_count = (_cuda, n)
+    return n
+
+
 def has_cuda() -> bool:
-    return _cuda is not None and _cuda.device_count() > 0
+    return _devices() > 0
+
+
+def _torch_tensor() -> type | None:
+    """torch.Tensor when PyTorch is imported (never imports it)."""
+    torch = sys.modules.get("torch")
+    return getattr(torch, "Tensor", None)
 
 
 def _device_of(obj: Any) -> int | None:
     """CUDA device id of a GPU array, None for anything else (NumPy arrays, host tensors, None)."""
     if obj is None or isinstance(obj, (np.ndarray, np.generic)):
         return None
+    tt = _torch_tensor()
+    if tt is not None and isinstance(obj, tt):  # PyTorch: its attributes, not a DLPack round trip
+        return obj.get_device() if obj.is_cuda else None
     dlpack_device = getattr(obj, "__dlpack_device__", None)
     if dlpack_device is not None:
         try:
@@ -148,6 +189,9 @@ class _Torch(_Lib):
         }
 
     def stream(self) -> int:
+        raw = getattr(self.t._C, "_cuda_getCurrentRawStream", None)
+        if raw is not None:
+            return int(raw(self.dev))
         return int(self.t.cuda.current_stream(self.device).cuda_stream)
 
     def empty(self, shape, dtype):
@@ -245,6 +289,9 @@ class _Exported:
 _LIBS = {"torch": _Torch, "cupy": _CuPy, "jax": _Jax, "jaxlib": _Jax}
 
 
+_LIB_CACHE: dict[tuple[type, int], _Lib] = {}
+
+
 def _lib_of(obj: Any, dev: int) -> _Lib:
     top = type(obj).__module__.split(".")[0]
     if top not in _LIBS:
@@ -252,7 +299,13 @@ def _lib_of(obj: Any, dev: int) -> _Lib:
             f"GPU arrays of type {type(obj).__module__}.{type(obj).__name__} are not supported; "
             "pass a CuPy, PyTorch or JAX array"
         )
-    return _LIBS[top](obj, dev)
+    cls = _LIBS[top]
+    if cls is _Jax:  # keeps the array's device: one per call
+        return _Jax(obj, dev)
+    lib = _LIB_CACHE.get((cls, dev))
+    if lib is None:
+        lib = _LIB_CACHE[(cls, dev)] = cls(obj, dev)
+    return lib
 
 
 # ---- array views -----------------------------------------------------------------------------
@@ -265,10 +318,15 @@ class _View:
 
     def __init__(self, obj: Any, name: str) -> None:
         self.obj = obj
+        tt = _torch_tensor()
+        if tt is not None and isinstance(obj, tt):  # PyTorch: read its attributes (no DLPack export)
+            self.keep = None
+            self.ptr, self.shape, self.strides = obj.data_ptr(), tuple(obj.shape), tuple(obj.stride())
+            self.dtype = _TORCH_DTYPES.get(obj.dtype)
+            self.desc = str(obj.dtype).removeprefix("torch.")
+            return
         if isinstance(obj, _Exported):
             obj = obj.buf
-        elif type(obj).__module__.startswith("torch") and hasattr(obj, "detach"):
-            obj = obj.detach()  # only the pointer is read; torch refuses to export tensors that need grad
         if _cuda is not None and hasattr(obj, "__dlpack__") and not isinstance(obj, _cuda.DeviceBuffer):
             info = _cuda.dlpack_info(obj)
             code, bits, lanes = info["dtype"]
@@ -356,7 +414,7 @@ class Call:
                 raise ValueError(f"{op}: {first} is on cuda:{gpu[first]} but {k} is on cuda:{d}")
         if _cuda is None:
             raise RuntimeError(f"{op}: {first} is a GPU array but this normkit was built without CUDA")
-        if _cuda.device_count() == 0:
+        if _devices() == 0:
             raise RuntimeError(f"{op}: {first} is a GPU array but no CUDA device is usable")
         if not VALIDATED and os.environ.get(_UNVALIDATED_ENV) != "1":
             raise RuntimeError(
@@ -404,8 +462,10 @@ class Call:
             ld = v.ld_of(axis)
         return v.ptr, ld
 
-    def param(self, name: str, dt: np.dtype, shape: tuple[int, ...]) -> tuple[int, np.dtype | None]:
-        """Optional weight/bias: (pointer to a contiguous accumulation-dtype copy or 0, its dtype)."""
+    def param(self, name: str, dt: np.dtype, shape: tuple[int, ...],
+              convert: bool = True) -> tuple[int, np.dtype | None]:
+        """Optional weight/bias: (pointer to a contiguous accumulation-dtype copy or 0, its dtype).
+        convert=False: checked only (pointer 0)."""
         if name not in self.views:
             return 0, None
         v = self.views[name]
@@ -413,7 +473,20 @@ class Call:
             raise TypeError(f"{name} has dtype {_dtype_name(v)}; expected {dt} (the input's dtype) or float32")
         if v.shape != shape:
             raise ValueError(f"{name} has shape {_shape_str(v.shape)}; expected {_shape_str(shape)}")
-        return self.acc_copy(name, acc_dtype(dt)), v.dtype
+        return (self.acc_copy(name, acc_dtype(dt)) if convert else 0), v.dtype
+
+    def row_params(self, names: tuple[str, ...], dt: np.dtype, shape: tuple[int, ...],
+                   in_dtype: bool | None = None) -> tuple[list[int], bool]:
+        """The row norms' weight / bias, which their kernels read in x's dtype or in the
+        accumulation dtype: (pointers, 0 for absent ones; whether they are in x's dtype). Converted
+        only when neither (or when the two differ). `in_dtype`: decided by the caller."""
+        acc = acc_dtype(dt)
+        for n in names:
+            self.param(n, dt, shape, convert=False)
+        if in_dtype is None:
+            in_dtype = dt != acc and all(self.views[n].dtype == dt for n in names if n in self.views)
+        store = dt if in_dtype else acc
+        return [self.acc_copy(n, store) if n in self.views else 0 for n in names], in_dtype
 
     def stat(self, name: str, dt: np.dtype, shape: tuple[int, ...]) -> int:
         v = self.views[name]
@@ -426,8 +499,9 @@ class Call:
         return self.acc_copy(name, acc_dtype(dt))
 
     def acc_copy(self, name: str, acc: np.dtype) -> int:
+        """Pointer to the argument in dtype `acc`, C-contiguous and aligned (a converted copy if needed)."""
         v = self.views[name]
-        if v.dtype != acc or v.ld_of(0) is None:
+        if v.dtype != acc or not v.dense():
             c = self.lib.astype(v.obj, acc)
             if _View(c, name).ld_of(0) is None:
                 c = self.lib.copy(c)
@@ -518,8 +592,7 @@ def row_norm_forward(rms, x, res, w, b, axis, eps, out, want_stats):
     add = res is not None
     if add:
         c.same("residual", "x")
-    wp, _ = c.param("weight", dt, feat)
-    bp, _ = (0, None) if rms else c.param("bias", dt, feat)
+    (wp, bp), in_dt = c.row_params(("weight", "bias"), dt, feat)
     y, yp = c.output("out", shape, dt)
     c.out_reads("y", ax, "x", "residual")
     xp, ldx = c.rows("x", ax)
@@ -534,7 +607,8 @@ def row_norm_forward(rms, x, res, w, b, axis, eps, out, want_stats):
             mean, mp = c.output("mean", lead, acc)
         rstd, sp = c.output("rstd", lead, acc)
     if M > 0 and N > 0:
-        _cuda.row_norm_fwd(rms, _NK_DTYPE[dt], M, N, xp, ldx, rp, ldr, wp, bp, yp, hp, mp, sp, float(eps), c.dev, c.stream)
+        _cuda.row_norm_fwd(rms, _NK_DTYPE[dt], M, N, xp, ldx, rp, ldr, wp, bp, yp, hp, mp, sp, float(eps), c.dev, c.stream,
+                           in_dt)
     elif M > 0 and stats:  # rows of zero length: statistics are undefined
         mean = None if rms else c.lib.fill(mean, math.nan)
         rstd = c.lib.fill(rstd, math.nan)
@@ -559,24 +633,27 @@ def row_norm_backward(rms, dy, x, mean, rstd, w, axis, out):
     M, N = math.prod(lead), math.prod(feat)
     mp = 0 if rms else c.stat("mean", dt, lead)
     sp = c.stat("rstd", dt, lead)
-    wp, wdt = c.param("weight", dt, feat)
-    wdt = wdt or dt
+    c.param("weight", dt, feat, convert=False)
+    wdt = c.views["weight"].dtype if "weight" in c.views else dt
+    acc = acc_dtype(dt)
+    (wp,), in_dt = c.row_params(("weight",), dt, feat, in_dtype=dt != acc and wdt == dt)
+    gdt = dt if in_dt else acc  # the parameter gradients' dtype out of the kernels
     dx, dxp = c.output("out", shape, dt)
     c.out_reads("dx", ax, "x", "dy")
     xp, ldx = c.rows("x", ax)
     dyp, lddy = c.rows("dy", ax)
-    acc = acc_dtype(dt)
-    dw, dwp = c.output("dweight", feat, acc)
-    db, dbp = (None, 0) if rms else c.output("dbias", feat, acc)
+    dw, dwp = c.output("dweight", feat, gdt)
+    db, dbp = (None, 0) if rms else c.output("dbias", feat, gdt)
     if M > 0 and N > 0:
-        _cuda.row_norm_bwd(rms, _NK_DTYPE[dt], M, N, dyp, lddy, xp, ldx, mp, sp, wp, dxp, dwp, dbp, c.dev, c.stream)
+        _cuda.row_norm_bwd(rms, _NK_DTYPE[dt], M, N, dyp, lddy, xp, ldx, mp, sp, wp, dxp, dwp, dbp, c.dev, c.stream,
+                           in_dt)
     else:
         dw = c.lib.fill(dw, 0.0)
         db = None if rms else c.lib.fill(db, 0.0)
     fin = c.lib.finish
 
     def to_param(g):
-        return fin(g if wdt == acc else c.cast(g, wdt))
+        return fin(g if wdt == gdt else c.cast(g, wdt))
 
     if rms:
         return fin(dx), to_param(dw)

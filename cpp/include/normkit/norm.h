@@ -41,6 +41,8 @@ struct RowNormFwdArgs {
   void* mean;                     // A[M] or nullptr (LayerNorm only)
   void* rstd;                     // A[M] or nullptr
   double eps;
+  // CUDA only (the CPU kernels ignore it): weight and bias are stored in T instead of A.
+  bool param_in_dtype = false;
 };
 
 struct RowNormBwdArgs {
@@ -54,6 +56,8 @@ struct RowNormBwdArgs {
   void* dx;                       // T[M, N]
   void* dweight;                  // A[N] or nullptr
   void* dbias;                    // A[N] or nullptr (LayerNorm only)
+  // CUDA only (the CPU kernels ignore it): weight, dweight and dbias are stored in T instead of A.
+  bool param_in_dtype = false;
 };
 
 // Dispatched entry points (cpu/dispatch.cpp forwards to the selected ISA).

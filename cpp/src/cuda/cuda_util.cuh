@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <mutex>
 
 #include "normkit/types.h"
 
@@ -108,11 +109,41 @@ class DeviceScope {
   cudaError_t err_;
 };
 
-// Stream-ordered scratch memory, freed on the same stream when the scope ends.
+// The current device's scratch pool: a stream-ordered memory pool of normkit's own that keeps its
+// memory between calls (release threshold: never), so a call's scratch costs no cudaMalloc once
+// the pool has grown. nullptr when it cannot be made (then the device's default pool is used).
+inline cudaMemPool_t scratch_pool() {
+  constexpr int kDevices = 64;
+  static std::mutex mu;
+  static cudaMemPool_t pools[kDevices] = {};
+  static bool failed[kDevices] = {};
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= kDevices) return nullptr;
+  std::lock_guard<std::mutex> lock(mu);
+  if (!pools[dev] && !failed[dev]) {
+    cudaMemPoolProps props{};
+    props.allocType = cudaMemAllocationTypePinned;
+    props.location.type = cudaMemLocationTypeDevice;
+    props.location.id = dev;
+    if (cudaMemPoolCreate(&pools[dev], &props) != cudaSuccess) {
+      cudaGetLastError();
+      pools[dev] = nullptr;
+      failed[dev] = true;
+    } else {
+      uint64_t keep = ~uint64_t{0};
+      cudaMemPoolSetAttribute(pools[dev], cudaMemPoolAttrReleaseThreshold, &keep);
+    }
+  }
+  return pools[dev];
+}
+
+// Stream-ordered scratch memory from scratch_pool(), freed on the same stream when the scope ends.
 class Scratch {
  public:
   Scratch(int64_t bytes, cudaStream_t s) : stream_(s) {
-    if (bytes > 0) err_ = cudaMallocAsync(&ptr_, static_cast<size_t>(bytes), s);
+    if (bytes <= 0) return;
+    if (cudaMemPool_t pool = scratch_pool()) err_ = cudaMallocFromPoolAsync(&ptr_, static_cast<size_t>(bytes), pool, s);
+    else err_ = cudaMallocAsync(&ptr_, static_cast<size_t>(bytes), s);
   }
   ~Scratch() {
     if (ptr_) cudaFreeAsync(ptr_, stream_);

@@ -1,0 +1,191 @@
+// CUDA LayerNorm / RMSNorm forward (layout and plan: norm_common.cuh).
+//
+// Cached rows: one row per row group, all of its packs loaded before the first use (ITEMS 16-byte
+// loads in flight per thread), the two-pass statistics from registers (mean, then the squared
+// deviations), one barrier per statistic when a row spans several warps. Looped rows: three
+// passes over the row, the later ones from L2.
+#include "norm_common.cuh"
+
+namespace nk::cuda {
+namespace {
+using namespace rownorm;
+
+// The pack at j of row r of the normalized source: x, or h = x + res rounded to T (stored to h).
+template <class T, bool AL>
+__device__ __forceinline__ PackOf<T> load_source(const RowNormFwdArgs& a, int64_t r, int64_t j) {
+  PackOf<T> p = load_pack<T, AL>(static_cast<const T*>(a.x) + r * a.ldx, j, a.N);
+  if (a.res) {
+    const PackOf<T> q = load_pack<T, AL>(static_cast<const T*>(a.res) + r * a.ldr, j, a.N);
+#pragma unroll
+    for (int k = 0; k < kVec16<T>; ++k) p.v[k] = from_acc<T>(to_acc(p.v[k]) + to_acc(q.v[k]));
+    store_pack<T, AL>(static_cast<T*>(a.h) + r * a.N, j, a.N, p);
+  }
+  return p;
+}
+
+// y of one pack from its normalized values: (v - mean) * rstd, times w, plus b.
+template <class T, class W, bool AL>
+__device__ __forceinline__ PackOf<T> finish_pack(const RowNormFwdArgs& a, int64_t j, const Acc<T> (&v)[kVec16<T>],
+                                                 Acc<T> mean, Acc<T> rstd) {
+  using A = Acc<T>;
+  constexpr int V = kVec16<T>;
+  A y[V];
+#pragma unroll
+  for (int k = 0; k < V; ++k) y[k] = (v[k] - mean) * rstd;
+  if (a.weight) {
+    A w[V];
+    load_params<W, V, AL>(static_cast<const W*>(a.weight), j, a.N, w);
+#pragma unroll
+    for (int k = 0; k < V; ++k) y[k] = y[k] * w[k];
+  }
+  if (a.bias) {
+    A b[V];
+    load_params<W, V, AL>(static_cast<const W*>(a.bias), j, a.N, b);
+#pragma unroll
+    for (int k = 0; k < V; ++k) y[k] = y[k] + b[k];
+  }
+  PackOf<T> o;
+#pragma unroll
+  for (int k = 0; k < V; ++k) o.v[k] = from_acc<T>(y[k]);
+  return o;
+}
+
+template <class T, class W, bool AL, int ITEMS>
+__global__ void __launch_bounds__(kMaxTpr) fwd_cached(const RowNormFwdArgs a, const bool rms) {
+  using A = Acc<T>;
+  constexpr int V = kVec16<T>;
+  __shared__ A buf_mean[32], buf_var[32];
+  const int tpr = blockDim.x, tid = threadIdx.x;
+  const int64_t N = a.N, r = static_cast<int64_t>(blockIdx.x) * blockDim.y + threadIdx.y;
+  const bool valid = r < a.M;
+  A v[ITEMS][V];
+#pragma unroll
+  for (int it = 0; it < ITEMS; ++it) {
+    const int64_t j = (static_cast<int64_t>(it) * tpr + tid) * V;
+    if (valid && j < N) {
+      const PackOf<T> p = load_source<T, AL>(a, r, j);
+#pragma unroll
+      for (int k = 0; k < V; ++k) v[it][k] = to_acc(p.v[k]);
+    } else {
+#pragma unroll
+      for (int k = 0; k < V; ++k) v[it][k] = 0;
+    }
+  }
+  A mean = 0;
+  if (!rms) {
+    A s = 0;
+#pragma unroll
+    for (int it = 0; it < ITEMS; ++it)
+#pragma unroll
+      for (int k = 0; k < V; ++k) s += v[it][k];
+    mean = group_total(s, tpr, buf_mean) / static_cast<A>(N);
+  }
+  A q = 0;
+#pragma unroll
+  for (int it = 0; it < ITEMS; ++it) {
+    const int64_t j = (static_cast<int64_t>(it) * tpr + tid) * V;
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      const A d = valid && j < N && in_row<AL>(j, k, N) ? v[it][k] - mean : A(0);
+      q += d * d;
+    }
+  }
+  const A rstd = A(1) / sqrt(group_total(q, tpr, buf_var) / static_cast<A>(N) + static_cast<A>(a.eps));
+  if (!valid) return;  // no barrier follows
+#pragma unroll
+  for (int it = 0; it < ITEMS; ++it) {
+    const int64_t j = (static_cast<int64_t>(it) * tpr + tid) * V;
+    if (j < N) store_pack<T, AL>(static_cast<T*>(a.y) + r * N, j, N, finish_pack<T, W, AL>(a, j, v[it], mean, rstd));
+  }
+  if (tid == 0) {
+    if (a.mean && !rms) static_cast<A*>(a.mean)[r] = mean;
+    if (a.rstd) static_cast<A*>(a.rstd)[r] = rstd;
+  }
+}
+
+// Sum over the block (one row per block), every thread getting it; smem reused across calls.
+template <class A> __device__ __forceinline__ A block_sum(A v, A* smem) {
+  v = group_sum(v, 32);
+  const int warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  __syncthreads();  // smem may still be read from the previous call
+  if (threadIdx.x % 32 == 0) smem[warp] = v;
+  __syncthreads();
+  A s = smem[0];
+  for (int w = 1; w < warps; ++w) s += smem[w];
+  return s;
+}
+
+// Long rows, one per block: three passes over the row (h is written in the first and read back
+// by the same thread in the others).
+template <class T, class W, bool AL>
+__global__ void __launch_bounds__(kLoopThreads) fwd_looped(const RowNormFwdArgs a, const bool rms) {
+  using A = Acc<T>;
+  constexpr int V = kVec16<T>;
+  __shared__ A smem[32];
+  const int tid = threadIdx.x;
+  const int64_t N = a.N, step = static_cast<int64_t>(blockDim.x) * V;
+  for (int64_t r = blockIdx.x; r < a.M; r += gridDim.x) {
+    const T* src = a.res ? static_cast<const T*>(a.h) + r * N : static_cast<const T*>(a.x) + r * a.ldx;
+    A s = 0;
+    for (int64_t j = static_cast<int64_t>(tid) * V; j < N; j += step) {
+      const PackOf<T> p = load_source<T, AL>(a, r, j);
+#pragma unroll
+      for (int k = 0; k < V; ++k) s += to_acc(p.v[k]);
+    }
+    const A mean = rms ? A(0) : block_sum(s, smem) / static_cast<A>(N);
+    A q = 0;
+    for (int64_t j = static_cast<int64_t>(tid) * V; j < N; j += step) {
+      const PackOf<T> p = load_pack<T, AL>(src, j, N);
+#pragma unroll
+      for (int k = 0; k < V; ++k) {
+        const A d = in_row<AL>(j, k, N) ? to_acc(p.v[k]) - mean : A(0);
+        q += d * d;
+      }
+    }
+    const A rstd = A(1) / sqrt(block_sum(q, smem) / static_cast<A>(N) + static_cast<A>(a.eps));
+    for (int64_t j = static_cast<int64_t>(tid) * V; j < N; j += step) {
+      const PackOf<T> p = load_pack<T, AL>(src, j, N);
+      A v[V];
+#pragma unroll
+      for (int k = 0; k < V; ++k) v[k] = to_acc(p.v[k]);
+      store_pack<T, AL>(static_cast<T*>(a.y) + r * N, j, N, finish_pack<T, W, AL>(a, j, v, mean, rstd));
+    }
+    if (tid == 0) {
+      if (a.mean && !rms) static_cast<A*>(a.mean)[r] = mean;
+      if (a.rstd) static_cast<A*>(a.rstd)[r] = rstd;
+    }
+  }
+}
+
+// Register budget of the cached forward (elements per thread).
+template <class T> constexpr int kFwdElems = sizeof(T) == 8 ? 16 : 32;
+
+template <class T> const char* fwd(const RowNormFwdArgs& a, bool rms, cudaStream_t s) {
+  if (a.M <= 0 || a.N <= 0) return nullptr;
+  const void* ptrs[] = {a.x, a.res, a.y, a.h, a.weight, a.bias};
+  const int64_t lds[] = {a.ldx, a.ldr, a.N, a.N, 0, 0};
+  const Plan p = plan_rows<T>(a.N, kFwdElems<T>);
+  const bool al = aligned16<T>(a.N, ptrs, lds, 6);
+  return by_param<T>(a.param_in_dtype, [&]<class W>() {
+    by_plan<T, kFwdElems<T>>(p, al, [&]<bool AL, int ITEMS>() {
+      if constexpr (ITEMS == 0) {
+        fwd_looped<T, W, AL><<<grid_of(a.M), p.tpr, 0, s>>>(a, rms);
+      } else {
+        const dim3 block(p.tpr, p.rpb);
+        fwd_cached<T, W, AL, ITEMS><<<grid_of((a.M + p.rpb - 1) / p.rpb), block, 0, s>>>(a, rms);
+      }
+    });
+    return launch_error();
+  });
+}
+
+}  // namespace
+
+const char* layer_norm_fwd(const RowNormFwdArgs& a, int dev, void* stream) {
+  return on_device(dev, a.dtype, [&]<class T>() { return fwd<T>(a, false, static_cast<cudaStream_t>(stream)); });
+}
+const char* rms_norm_fwd(const RowNormFwdArgs& a, int dev, void* stream) {
+  return on_device(dev, a.dtype, [&]<class T>() { return fwd<T>(a, true, static_cast<cudaStream_t>(stream)); });
+}
+
+}  // namespace nk::cuda
