@@ -1,15 +1,35 @@
 // CUDA BatchNorm, GroupNorm and InstanceNorm, forward and backward (contracts: normkit/chan_norm.h,
 // normkit/cuda.h), on a contiguous (N, C, S) tensor in either layout.
 //
-// Every op is: per-(n, c) sums in double over fixed units (nc_sums), sums per key in a fixed
-// order (key_sums: per channel over n for BatchNorm, per (n, group) over its channels for
-// GroupNorm / InstanceNorm), a small coefficient kernel, and one elementwise pass
-//   forward:  y  = (x - m) * a + b
-//   backward: dx = k1 * dy + k2 * (x - m) + k3
-// with coefficients per channel (coef_nstride 0) or per (n, c) (coef_nstride C). Statistics are
-// two-pass: the sums of x, then the sums of (x - mean)^2 with the key's mean subtracted. Units:
-// NCHW rows (n, c) of S values are cut into units of kUnit values; channels-last samples are cut
-// into chunks of kRows rows of C channels. Nothing depends on the device: bitwise reproducible.
+// Design. Every op is three passes (eval BatchNorm forward: one):
+//   1. statistics: one read of x (and dy) producing fixed per-unit partials in double:
+//        forward:  (count, mean, M2) of the unit, from sums of d = x - K and d^2 with K the unit's
+//                  first value (per channel of the unit for channels-last), accumulated in double;
+//        backward: (sum dy, sum dy * (x - mean)).
+//      NCHW (ncs): a key's values are rows of S (BatchNorm: rows (n, c) of channel c over n;
+//        GroupNorm forward: the contiguous Cg*S values of (n, g) as one row; GroupNorm backward:
+//        row (n, c)). A unit is either a chunk of kUnitBytes of one row or, for short rows, as
+//        many whole rows of the key as fit in kUnitBytes; one warp per unit, lane l takes the
+//        16-byte groups l, l + 32, ... in order, then a fixed shuffle butterfly.
+//      channels-last (nsc): a unit is (segment, chunk of R rows, channel); segments are the
+//        whole (n, s) row range (BatchNorm) or one sample (GroupNorm). Block = tx channel
+//        groups x ty row lanes; row lane ty takes rows ty, ty + TY, ... of the chunk in order,
+//        then a fixed tree over ty in shared memory.
+//   2. finalize: per key the partials are merged in a fixed order (Chan's parallel merge for
+//      (count, mean, M2), plain sums for the backward): tpk threads per key (a power of two from
+//      the item count), thread j takes items j, j + tpk, ... in order, then a fixed tree in
+//      shared memory. Writes the statistics outputs and the coefficients of the elementwise pass.
+//      GroupNorm backward: one block per group (per-(n, c) sums, per-(n, g) coefficients, then
+//      dweight/dbias per channel as a fixed strided + tree sum over n).
+//   3. elementwise: y = (x - m) * a + b or dx = k1 * dy + k2 * (x - m) + k3 (explicit fma),
+//      each block a contiguous range of the flattened tensor, 16-byte accesses when the rows
+//      (ncs: S, nsc: C) are a multiple of the vector and the pointers are aligned, else a scalar
+//      path over the same elements; the key of a vector comes from fast 32-bit divisions.
+//      BatchNorm eval computes the per-channel coefficients inside this kernel (shared memory).
+// Unit shapes depend only on (N, C, S, G, layout, dtype); alignment only picks between vector and
+// scalar loads that feed identical arithmetic in identical order: results are bitwise
+// reproducible and independent of the device. No atomics. ncs with S = 1 is run as nsc, and nsc
+// with C = 1 as ncs (same memory order).
 #include "cuda_util.cuh"
 #include "normkit/cuda.h"
 
@@ -17,276 +37,709 @@ namespace nk::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int64_t kUnit = 4096;  // NCHW: values of a row (n, c) per unit
-constexpr int64_t kRows = 64;    // channels-last: rows of C channels per chunk
+constexpr int kWarps = kThreads / 32;
+constexpr int64_t kUnitBytes = 8192;  // ncs statistics: bytes per warp unit
+template <bool kBwd> constexpr int kIpt = kBwd ? 2 : 4;  // elementwise: 16-byte vectors per thread and array
+constexpr int64_t kEvalStage = 1024;  // eval: coefficients computed in the apply kernel up to this C
+constexpr int64_t kGridCap = int64_t{1} << 30;
 
-int grid_for(int64_t n) { return static_cast<int>(min64((n + kThreads - 1) / kThreads, int64_t{1} << 20)); }
+int grid_of(int64_t blocks) { return static_cast<int>(max64(1, min64(blocks, kGridCap))); }
+int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int pow2_at_least(int64_t v) {
+  int p = 1;
+  while (p < v && p < kThreads) p *= 2;
+  return p;
+}
 
-enum class Mode : int { sum = 0, sq_dev = 1, grad = 2 };
+// ---- fast division -----------------------------------------------------------------------------
 
-// The quantities summed for element (n, c, s): sum: x; sq_dev: (x - m)^2; grad: dy and
-// dy * (x - m) * r, where m and r are per (n, c): m[n * mstride + c].
-struct SumArgs {
-  Layout layout;
-  int64_t N, C, S;
-  const void* x;
-  const void* dy;
-  const double* m;
-  const double* r;
-  int64_t mstride;
-  Mode mode;
+// n / d for d >= 1: a multiply-shift (Granlund-Montgomery) when d <= 2^30, valid for n < 2^32
+// (callers keep n below d + 2^30); a 64-bit division otherwise.
+struct Div {
+  uint64_t d;
+  uint32_t m;
+  uint32_t sh;
+  bool big;
+};
+Div make_div(int64_t d) {
+  Div r{static_cast<uint64_t>(max64(d, 1)), 0, 0, d > (int64_t{1} << 30)};
+  if (!r.big) {
+    uint32_t sh = 0;
+    while ((uint64_t{1} << sh) < r.d) ++sh;
+    r.sh = sh;
+    r.m = static_cast<uint32_t>(((uint64_t{1} << 32) * ((uint64_t{1} << sh) - r.d)) / r.d + 1);
+  }
+  return r;
+}
+__device__ __forceinline__ uint64_t divq(const Div& D, uint64_t n) {
+  if (D.big) return n / D.d;
+  const uint32_t n32 = static_cast<uint32_t>(n);
+  return static_cast<uint32_t>((static_cast<uint64_t>(__umulhi(n32, D.m)) + n32) >> D.sh);
+}
+
+__device__ __forceinline__ float fma_a(float a, float b, float c) { return __fmaf_rn(a, b, c); }
+__device__ __forceinline__ double fma_a(double a, double b, double c) { return __fma_rn(a, b, c); }
+
+template <class T> __device__ __forceinline__ double to_d(T v) { return static_cast<double>(to_acc(v)); }
+
+template <class T> bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// Statistics of one partial, accumulated from d = x - K: (count, mean, M2).
+__device__ __forceinline__ void shifted_to_stats(double cnt, double K, double s1, double s2, double& mean,
+                                                 double& m2) {
+  const double q = s1 / cnt;
+  mean = K + q;
+  m2 = fmax(0.0, s2 - s1 * q);
+}
+
+// Chan's merge of (nb, mb, qb) into (n, m, q).
+__device__ __forceinline__ void chan_merge(double& n, double& m, double& q, double nb, double mb, double qb) {
+  if (nb == 0) return;
+  if (n == 0) {
+    n = nb;
+    m = mb;
+    q = qb;
+    return;
+  }
+  const double t = n + nb, d = mb - m;
+  m = m + d * (nb / t);
+  q = q + qb + d * d * (n * nb / t);
+  n = t;
+}
+
+// ---- pass 1: statistics, ncs ----------------------------------------------------------------------
+
+// Key k: rows i < rk of RL values starting at k * KB + i * rs. Units: UR > 0: UR chunks of Lu values
+// per row (unit u = row u / UR, chunk u % UR); UR = 0: RU whole rows per unit. U units per key.
+struct NcsGeom {
+  int64_t keys, KB, rk, rs, RL, UR, RU, U, Lu;
+  Div dRL;
+  int64_t mdiv;  // backward: the key's mean is m[k / mdiv]
 };
 
-template <class T>
-__device__ __forceinline__ void quantities(const SumArgs& a, int64_t i, int64_t n, int64_t c, double& q1, double& q2) {
-  const double v = static_cast<double>(to_acc(static_cast<const T*>(a.x)[i]));
-  if (a.mode == Mode::sum) {
-    q1 += v;
-  } else if (a.mode == Mode::sq_dev) {
-    const double d = v - a.m[n * a.mstride + c];
-    q1 += d * d;
+NcsGeom ncs_geom(int64_t keys, int64_t KB, int64_t rk, int64_t rs, int64_t RL, int64_t mdiv, int64_t tsize) {
+  NcsGeom g{};
+  g.keys = keys;
+  g.KB = KB;
+  g.rk = rk;
+  g.rs = rs;
+  g.RL = RL;
+  g.Lu = kUnitBytes / tsize;
+  g.mdiv = mdiv;
+  if (RL >= g.Lu) {
+    g.UR = cdiv(RL, g.Lu);
+    g.RU = 1;
+    g.U = rk * g.UR;
   } else {
-    const double g = static_cast<double>(to_acc(static_cast<const T*>(a.dy)[i]));
-    q1 += g;
-    q2 += g * (v - a.m[n * a.mstride + c]) * a.r[n * a.mstride + c];
+    g.UR = 0;
+    g.RU = max64(1, g.Lu / max64(RL, 1));
+    g.U = cdiv(rk, g.RU);
   }
+  g.dRL = make_div(max64(RL, 1));
+  return g;
 }
 
-// NCHW: block b = unit b % units of row b / units; a fixed tree in shared memory.
-template <class T> __global__ void ncs_unit_sums(const SumArgs a, int64_t units, double* p1, double* p2) {
-  __shared__ double s1[kThreads], s2[kThreads];
-  for (int64_t blk = blockIdx.x; blk < a.N * a.C * units; blk += gridDim.x) {
-    const int64_t row = blk / units, u = blk % units, n = row / a.C, c = row % a.C;
-    const int64_t j0 = u * kUnit, j1 = min64(a.S, j0 + kUnit);
-    double q1 = 0, q2 = 0;
-    for (int64_t j = j0 + threadIdx.x; j < j1; j += kThreads) quantities<T>(a, row * a.S + j, n, c, q1, q2);
-    s1[threadIdx.x] = q1;
-    s2[threadIdx.x] = q2;
-    __syncthreads();
-    for (int w = kThreads / 2; w > 0; w /= 2) {
-      if (threadIdx.x < w) {
-        s1[threadIdx.x] += s1[threadIdx.x + w];
-        s2[threadIdx.x] += s2[threadIdx.x + w];
-      }
-      __syncthreads();
-    }
-    if (threadIdx.x == 0) {
-      p1[blk] = s1[0];
-      p2[blk] = s2[0];
-    }
-    __syncthreads();
-  }
-}
-
-// Channels-last: thread (chunk k of sample n, channel c) sums its chunk's rows of channel c.
-template <class T> __global__ void nsc_chunk_sums(const SumArgs a, int64_t chunks, double* p1, double* p2) {
-  const int64_t total = a.N * chunks * a.C, stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t t = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; t < total; t += stride) {
-    const int64_t c = t % a.C, nk = t / a.C, n = nk / chunks, k = nk % chunks;
-    const int64_t s0 = k * kRows, s1 = min64(a.S, s0 + kRows);
-    double q1 = 0, q2 = 0;
-    for (int64_t s = s0; s < s1; ++s) quantities<T>(a, (n * a.S + s) * a.C + c, n, c, q1, q2);
-    p1[t] = q1;
-    p2[t] = q2;
-  }
-}
-
-// out[n * C + c] = sum over the parts of (n, c), in order. NCHW parts: p[(n * C + c) * parts + u];
-// channels-last: p[((n * parts) + k) * C + c].
-__global__ void nc_totals(Layout layout, int64_t N, int64_t C, int64_t parts, const double* p, double* out) {
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t t = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; t < N * C; t += stride) {
-    const int64_t n = t / C, c = t % C;
-    double s = 0;
-    for (int64_t u = 0; u < parts; ++u) s += layout == Layout::ncs ? p[t * parts + u] : p[(n * parts + u) * C + c];
-    out[t] = s;
-  }
-}
-
-// Keys: per channel (G = 0: out[c] = sum over n of in[n * C + c]) or per (n, g) with C / G
-// channels per group (out[n * G + g] = sum over its channels of in[n * C + c]); in order.
-__global__ void key_sums(int64_t N, int64_t C, int64_t G, const double* in, double* out) {
-  const int64_t keys = G ? N * G : C, stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t k = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; k < keys; k += stride) {
-    double s = 0;
-    if (G == 0) {
-      for (int64_t n = 0; n < N; ++n) s += in[n * C + k];
+template <class T, bool kGrad>
+__global__ void __launch_bounds__(kThreads, 3)
+    ncs_stats(NcsGeom g, const T* __restrict__ x, const T* __restrict__ dy, const Acc<T>* __restrict__ m,
+              double* __restrict__ p0, double* __restrict__ p1, double* __restrict__ p2, bool vec) {
+  constexpr int V = kVec16<T>;
+  using P = Pack<T, V>;
+  const int lane = threadIdx.x % 32;
+  const int64_t units = g.keys * g.U;
+  for (int64_t w = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32; w < units;
+       w += static_cast<int64_t>(gridDim.x) * kWarps) {
+    const int64_t k = w / g.U, u = w % g.U;
+    int64_t i0, s0, nrows, len;
+    if (g.UR) {
+      i0 = u / g.UR;
+      s0 = (u % g.UR) * g.Lu;
+      len = min64(g.RL - s0, g.Lu);
+      nrows = 1;
     } else {
-      const int64_t n = k / G, g = k % G, cg = C / G;
-      for (int64_t c = g * cg; c < (g + 1) * cg; ++c) s += in[n * C + c];
+      i0 = u * g.RU;
+      s0 = 0;
+      len = g.RL;
+      nrows = min64(g.RU, g.rk - i0);
     }
-    out[k] = s;
-  }
-}
-
-// Per-(n, c) sums of a mode, then per-key sums into key_out (and the per-(n, c) sums into nc1 /
-// nc2 when given). G = 0: keys are channels; otherwise (n, g).
-template <class T>
-const char* sums(const SumArgs& a, int64_t G, double* key1, double* key2, double* nc1, double* nc2, cudaStream_t s) {
-  const int64_t parts = a.layout == Layout::ncs ? (a.S + kUnit - 1) / kUnit : (a.S + kRows - 1) / kRows;
-  const int64_t np = a.N * a.C * parts;
-  Scratch scratch((2 * np + 2 * a.N * a.C) * static_cast<int64_t>(sizeof(double)), s);
-  if (scratch.error()) return scratch.error();
-  double* p1 = scratch.as<double>();
-  double* p2 = p1 + np;
-  double* t1 = nc1 ? nc1 : p2 + np;
-  double* t2 = nc2 ? nc2 : p2 + np + a.N * a.C;
-  // Empty shapes launch nothing that has no work: totals of no parts are 0, keys of no (n, c) are 0.
-  if (np > 0) {
-    if (a.layout == Layout::ncs)
-      ncs_unit_sums<T><<<static_cast<int>(min64(np, int64_t{1} << 20)), kThreads, 0, s>>>(a, parts, p1, p2);
+    const int64_t base = k * g.KB + i0 * g.rs + s0;
+    const uint32_t n = static_cast<uint32_t>(nrows * len);  // <= Lu
+    const bool multi = nrows > 1;
+    // Element j of the unit (flattened over its rows).
+    auto at = [&](uint32_t j) -> int64_t {
+      if (!multi) return base + j;
+      const uint32_t q = static_cast<uint32_t>(divq(g.dRL, j));
+      return base + static_cast<int64_t>(q) * g.rs + (j - q * static_cast<uint32_t>(g.RL));
+    };
+    double K;  // forward: the shift; backward: the key's mean
+    if constexpr (kGrad)
+      K = static_cast<double>(m[k / g.mdiv]);
     else
-      nsc_chunk_sums<T><<<grid_for(np), kThreads, 0, s>>>(a, parts, p1, p2);
-  }
-  if (a.N * a.C > 0) {
-    nc_totals<<<grid_for(a.N * a.C), kThreads, 0, s>>>(a.layout, a.N, a.C, parts, p1, t1);
-    if (a.mode == Mode::grad) nc_totals<<<grid_for(a.N * a.C), kThreads, 0, s>>>(a.layout, a.N, a.C, parts, p2, t2);
-  }
-  const int64_t keys = G ? a.N * G : a.C;
-  if (keys == 0) return launch_error();
-  if (key1) key_sums<<<grid_for(keys), kThreads, 0, s>>>(a.N, a.C, G, t1, key1);
-  if (key2 && a.mode == Mode::grad) key_sums<<<grid_for(keys), kThreads, 0, s>>>(a.N, a.C, G, t2, key2);
-  return launch_error();
-}
-
-// y = (x - m) * a + b  or  dx = k1 * dy + k2 * (x - m) + k3, with the coefficients of key k.
-template <class T>
-__device__ __forceinline__ T apply_one(const T* x, const T* dy, int64_t i, Acc<T> m, Acc<T> k1, Acc<T> k2, Acc<T> k3) {
-  const Acc<T> d = to_acc(x[i]) - m;
-  return from_acc<T>(dy ? k1 * to_acc(dy[i]) + k2 * d + k3 : d * k1 + k2);
-}
-
-constexpr int64_t kApplyChunk = 4096;  // NCHW: values of a row per block of the elementwise pass
-
-// NCHW: block b takes chunk b % chunks of row b / chunks (row = n * C + c): the row's
-// coefficients are read once per block and no index is divided per element.
-template <class T>
-__global__ void apply_ncs(int64_t N, int64_t C, int64_t S, const T* x, const T* dy, T* out, const Acc<T>* m,
-                          const Acc<T>* k1, const Acc<T>* k2, const Acc<T>* k3, int64_t ns, int64_t chunks) {
-  for (int64_t b = blockIdx.x; b < N * C * chunks; b += gridDim.x) {
-    const int64_t row = b / chunks, s0 = (b % chunks) * kApplyChunk, s1 = min64(S, s0 + kApplyChunk);
-    const int64_t k = (row / C) * ns + row % C;
-    const Acc<T> mk = m[k], a1 = k1[k], a2 = k2[k], a3 = k3 ? k3[k] : Acc<T>(0);
-    for (int64_t s = s0 + threadIdx.x; s < s1; s += blockDim.x)
-      out[row * S + s] = apply_one(x, dy, row * S + s, mk, a1, a2, a3);
-  }
-}
-
-// Channels-last: rows (n, s) of C channels; thread (tx, ty) takes channels tx, tx + blockDim.x, ...
-// of every blockDim.y-th row of the block's share. One division per row, for per-sample
-// coefficients only.
-template <class T>
-__global__ void apply_nsc(int64_t N, int64_t C, int64_t S, const T* x, const T* dy, T* out, const Acc<T>* m,
-                          const Acc<T>* k1, const Acc<T>* k2, const Acc<T>* k3, int64_t ns) {
-  const int64_t rows = N * S, step = static_cast<int64_t>(gridDim.x) * blockDim.y;
-  for (int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.y + threadIdx.y; r < rows; r += step) {
-    const int64_t base = ns ? (r / S) * ns : 0;
-    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
-      const int64_t k = base + c;
-      out[r * C + c] = apply_one(x, dy, r * C + c, m[k], k1[k], k2[k], k3 ? k3[k] : Acc<T>(0));
+      K = to_d(x[base]);
+    double s1 = 0, s2 = 0;
+    auto add = [&](T xv, T gv) {
+      if constexpr (kGrad) {
+        const double gd = to_d(gv);
+        s1 += gd;
+        s2 = __fma_rn(gd, to_d(xv) - K, s2);
+      } else {
+        const double d = to_d(xv) - K;
+        s1 += d;
+        s2 = __fma_rn(d, d, s2);
+      }
+    };
+    const uint32_t ng = (n + V - 1) / V;  // groups of V values; lane takes lane, lane + 32, ...
+    if (vec) {                            // every group is V aligned values of one row
+      uint32_t gi = lane;
+      for (; gi + 96 < ng; gi += 128) {
+        P xv[4], gv[4];
+#pragma unroll
+        for (int b = 0; b < 4; ++b) {
+          const int64_t a = at((gi + 32 * b) * V);
+          xv[b] = *reinterpret_cast<const P*>(x + a);
+          if constexpr (kGrad) gv[b] = *reinterpret_cast<const P*>(dy + a);
+        }
+#pragma unroll
+        for (int b = 0; b < 4; ++b)
+#pragma unroll
+          for (int e = 0; e < V; ++e) add(xv[b].v[e], kGrad ? gv[b].v[e] : T{});
+      }
+      for (; gi < ng; gi += 32) {
+        const int64_t a = at(gi * V);
+        const P xv = *reinterpret_cast<const P*>(x + a);
+        P gv{};
+        if constexpr (kGrad) gv = *reinterpret_cast<const P*>(dy + a);
+#pragma unroll
+        for (int e = 0; e < V; ++e) add(xv.v[e], kGrad ? gv.v[e] : T{});
+      }
+    } else {
+      for (uint32_t gi = lane; gi < ng; gi += 32) {
+#pragma unroll
+        for (int e = 0; e < V; ++e) {
+          const uint32_t j = gi * V + e;
+          if (j < n) {
+            const int64_t a = at(j);
+            add(x[a], kGrad ? dy[a] : T{});
+          }
+        }
+      }
+    }
+    for (int o = 16; o > 0; o /= 2) {
+      s1 += __shfl_xor_sync(0xffffffffu, s1, o);
+      s2 += __shfl_xor_sync(0xffffffffu, s2, o);
+    }
+    if (lane == 0) {
+      if constexpr (kGrad) {
+        p0[w] = s1;
+        p1[w] = s2;
+      } else {
+        double mean, m2;
+        shifted_to_stats(static_cast<double>(n), K, s1, s2, mean, m2);
+        p0[w] = static_cast<double>(n);
+        p1[w] = mean;
+        p2[w] = m2;
+      }
     }
   }
 }
 
-// ---- coefficient kernels (one thread per channel or per (n, c)) --------------------------------
+// ---- pass 1: statistics, nsc ----------------------------------------------------------------------
+
+// Segments of SL rows of C channels (segment seg starts at row seg * SL); K chunks of R = ty * RPT
+// rows per segment; channel groups of W channels, tx groups per block, cblocks blocks across C.
+// Partial of (seg, chunk k, channel c) at (seg * K + k) * C + c.
+struct NscGeom {
+  int64_t C, SL, segs, K, R, cblocks;
+  int tx, ty, typ2, RPT;
+  int64_t MS, mdiv;  // backward: the mean of (seg, c) is m[seg * MS + c / mdiv]
+};
+
+NscGeom nsc_geom(int64_t C, int64_t SL, int64_t segs, int W, int64_t MS, int64_t mdiv) {
+  NscGeom g{};
+  g.C = C;
+  g.SL = SL;
+  g.segs = segs;
+  g.MS = MS;
+  g.mdiv = mdiv;
+  const int64_t groups = C / W;
+  g.tx = static_cast<int>(min64(groups, 32));
+  g.ty = kThreads / g.tx;
+  g.typ2 = 1;
+  while (g.typ2 < g.ty) g.typ2 *= 2;
+  g.cblocks = cdiv(groups, g.tx);
+  const int64_t rows = segs * SL;
+  g.RPT = static_cast<int>(max64(8, min64(64, cdiv(rows * g.cblocks, int64_t{2048} * g.ty))));
+  g.R = static_cast<int64_t>(g.ty) * g.RPT;
+  g.K = cdiv(SL, g.R);
+  return g;
+}
+
+template <class T, bool kGrad, int W>
+__global__ void __launch_bounds__(kThreads, 2)
+    nsc_stats(NscGeom g, const T* __restrict__ x, const T* __restrict__ dy, const Acc<T>* __restrict__ m,
+              double* __restrict__ p0, double* __restrict__ p1, double* __restrict__ p2, bool vec) {
+  using P = Pack<T, W>;
+  __shared__ double red[kThreads * W];
+  const int tx = threadIdx.x % g.tx, ty = threadIdx.x / g.tx;
+  const bool lane_ok = ty < g.ty;  // threads past tx * ty only take part in the barriers
+  const int64_t nblk = g.segs * g.K * g.cblocks;
+  for (int64_t blk = blockIdx.x; blk < nblk; blk += gridDim.x) {
+    const int64_t cb = blk % g.cblocks, sk = blk / g.cblocks, seg = sk / g.K, kc = sk % g.K;
+    const int64_t c0 = (cb * g.tx + tx) * W;
+    const bool act = lane_ok && c0 < g.C;
+    const int64_t r0 = kc * g.R, nr = min64(g.R, g.SL - r0), row0 = seg * g.SL + r0;
+    double s1[W], s2[W], K[W];
+#pragma unroll
+    for (int e = 0; e < W; ++e) s1[e] = s2[e] = K[e] = 0;
+    if (act) {
+#pragma unroll
+      for (int e = 0; e < W; ++e) {
+        if constexpr (kGrad)
+          K[e] = static_cast<double>(m[seg * g.MS + (c0 + e) / g.mdiv]);
+        else
+          K[e] = to_d(x[row0 * g.C + c0 + e]);
+      }
+      auto add = [&](const P& xv, const P& gv) {
+#pragma unroll
+        for (int e = 0; e < W; ++e) {
+          if constexpr (kGrad) {
+            const double gd = to_d(gv.v[e]);
+            s1[e] += gd;
+            s2[e] = __fma_rn(gd, to_d(xv.v[e]) - K[e], s2[e]);
+          } else {
+            const double d = to_d(xv.v[e]) - K[e];
+            s1[e] += d;
+            s2[e] = __fma_rn(d, d, s2[e]);
+          }
+        }
+      };
+      auto load = [&](const T* p, int64_t a) -> P {
+        if (vec) return *reinterpret_cast<const P*>(p + a);
+        P v;
+#pragma unroll
+        for (int e = 0; e < W; ++e) v.v[e] = p[a + e];
+        return v;
+      };
+      // Rows ty, ty + TY, ... of the chunk, in order, B loads in flight.
+      constexpr int B = kGrad && W * sizeof(T) == 16 && sizeof(T) == 2 ? 2 : 4;
+      for (int j = 0; j < g.RPT; j += B) {
+        P xv[B], gv[B];
+#pragma unroll
+        for (int b = 0; b < B; ++b) {
+          const int64_t r = ty + static_cast<int64_t>(j + b) * g.ty;
+          if (j + b < g.RPT && r < nr) {
+            const int64_t a = (row0 + r) * g.C + c0;
+            xv[b] = load(x, a);
+            if constexpr (kGrad) gv[b] = load(dy, a);
+          }
+        }
+#pragma unroll
+        for (int b = 0; b < B; ++b) {
+          const int64_t r = ty + static_cast<int64_t>(j + b) * g.ty;
+          if (j + b < g.RPT && r < nr) add(xv[b], gv[b]);
+        }
+      }
+    }
+    // Fixed tree over ty, for s1 then s2.
+    double tot[2][W];
+#pragma unroll
+    for (int pass = 0; pass < 2; ++pass) {
+      __syncthreads();  // red may still be read
+      if (lane_ok)
+#pragma unroll
+        for (int e = 0; e < W; ++e) red[threadIdx.x * W + e] = pass ? s2[e] : s1[e];
+      __syncthreads();
+      for (int h = g.typ2 / 2; h > 0; h /= 2) {
+        if (lane_ok && ty < h && ty + h < g.ty)
+#pragma unroll
+          for (int e = 0; e < W; ++e) red[threadIdx.x * W + e] += red[(threadIdx.x + h * g.tx) * W + e];
+        __syncthreads();
+      }
+#pragma unroll
+      for (int e = 0; e < W; ++e) tot[pass][e] = red[tx * W + e];
+    }
+    if (ty == 0 && act) {
+      const int64_t o = (seg * g.K + kc) * g.C + c0;
+#pragma unroll
+      for (int e = 0; e < W; ++e) {
+        if constexpr (kGrad) {
+          p0[o + e] = tot[0][e];
+          p1[o + e] = tot[1][e];
+        } else {
+          double mean, m2;
+          shifted_to_stats(static_cast<double>(nr), K[e], tot[0][e], tot[1][e], mean, m2);
+          p0[o + e] = static_cast<double>(nr);
+          p1[o + e] = mean;
+          p2[o + e] = m2;
+        }
+      }
+    }
+  }
+}
+
+// ---- pass 2: finalize ------------------------------------------------------------------------------
+
+// Item i of key k at (k / KG) * B1 + (k % KG) * B2 + (i / ipr) * stride + i % ipr; I items per key.
+struct Items {
+  int64_t keys, I, KG, B1, B2, ipr, stride;
+  int tpk;  // threads per key, a power of two <= kThreads
+};
+__device__ __forceinline__ int64_t item_at(const Items& it, int64_t k, int64_t i) {
+  return (k / it.KG) * it.B1 + (k % it.KG) * it.B2 + (i / it.ipr) * it.stride + i % it.ipr;
+}
+Items items(int64_t keys, int64_t I, int64_t KG, int64_t B1, int64_t B2, int64_t ipr, int64_t stride) {
+  return Items{keys, I, max64(KG, 1), B1, B2, max64(ipr, 1), stride, pow2_at_least(cdiv(I, 8))};
+}
+Items ncs_items(const NcsGeom& g) { return items(g.keys, g.U, 1, g.U, 0, g.U, 0); }
+
+// Merged (count, mean, M2) of the calling thread's key, in every thread of the key's tpk threads.
+// Reached by all threads of the block.
+__device__ __forceinline__ void merge_key(const Items& it, int64_t k, const double* p0, const double* p1,
+                                          const double* p2, double* sh, double& n, double& m, double& q) {
+  const int lt = threadIdx.x % it.tpk, t = threadIdx.x;
+  n = m = q = 0;
+  if (k < it.keys)
+    for (int64_t i = lt; i < it.I; i += it.tpk) {
+      const int64_t a = item_at(it, k, i);
+      chan_merge(n, m, q, p0[a], p1[a], p2[a]);
+    }
+  __syncthreads();  // sh may still be read
+  sh[t] = n;
+  sh[kThreads + t] = m;
+  sh[2 * kThreads + t] = q;
+  __syncthreads();
+  for (int h = it.tpk / 2; h > 0; h /= 2) {
+    if (lt < h) {
+      double a = sh[t], b = sh[kThreads + t], c = sh[2 * kThreads + t];
+      chan_merge(a, b, c, sh[t + h], sh[kThreads + t + h], sh[2 * kThreads + t + h]);
+      sh[t] = a;
+      sh[kThreads + t] = b;
+      sh[2 * kThreads + t] = c;
+    }
+    __syncthreads();
+  }
+  const int b0 = t - lt;
+  n = sh[b0];
+  m = sh[kThreads + b0];
+  q = sh[2 * kThreads + b0];
+}
+
+// Sums (a, b) of the key's items, in every thread of the key's tpk threads.
+__device__ __forceinline__ void sum_key(const Items& it, int64_t k, const double* p0, const double* p1, double* sh,
+                                        double& a, double& b) {
+  const int lt = threadIdx.x % it.tpk, t = threadIdx.x;
+  a = b = 0;
+  if (k < it.keys)
+    for (int64_t i = lt; i < it.I; i += it.tpk) {
+      const int64_t j = item_at(it, k, i);
+      a += p0[j];
+      b += p1[j];
+    }
+  __syncthreads();
+  sh[t] = a;
+  sh[kThreads + t] = b;
+  __syncthreads();
+  for (int h = it.tpk / 2; h > 0; h /= 2) {
+    if (lt < h) {
+      sh[t] += sh[t + h];
+      sh[kThreads + t] += sh[kThreads + t + h];
+    }
+    __syncthreads();
+  }
+  a = sh[t - lt];
+  b = sh[kThreads + t - lt];
+}
 
 template <class A> __device__ __forceinline__ A wt(const void* w, int64_t c, A dflt) {
   return w ? static_cast<const A*>(w)[c] : dflt;
 }
 
-// BatchNorm forward: statistics per channel, saved outputs, coefficients m, a, b (A[C]).
+// BatchNorm training forward: per channel statistics, outputs and coefficients cm, ca, cb (A[C]).
 template <class A>
-__global__ void bn_fwd_coefs(BatchNormFwdArgs p, const double* sum, const double* m2, A* cm, A* ca, A* cb) {
-  const int64_t count = p.N * p.S;
-  for (int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; c < p.C;
-       c += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    double mean, var;
-    if (p.training) {
-      mean = sum[c] / static_cast<double>(count);
-      var = m2[c] / static_cast<double>(count);
+__global__ void __launch_bounds__(kThreads) bn_fin_fwd(BatchNormFwdArgs p, Items it, const double* p0,
+                                                       const double* p1, const double* p2, A* cm, A* ca, A* cb) {
+  __shared__ double sh[3 * kThreads];
+  const int kpb = kThreads / it.tpk;
+  for (int64_t kb = static_cast<int64_t>(blockIdx.x) * kpb; kb < it.keys; kb += static_cast<int64_t>(gridDim.x) * kpb) {
+    const int64_t c = kb + threadIdx.x / it.tpk;
+    double n, mean, m2;
+    merge_key(it, c, p0, p1, p2, sh, n, mean, m2);
+    if (c < it.keys && threadIdx.x % it.tpk == 0) {
+      if (n == 0) mean = 0.0 / n;  // no values: NaN
+      const double var = m2 / n, rstd = 1.0 / sqrt(var + p.eps);
       if (p.batch_mean) p.batch_mean[c] = mean;
-      if (p.batch_var) p.batch_var[c] = m2[c] / static_cast<double>(count - 1);
-    } else {
-      mean = static_cast<double>(static_cast<const A*>(p.run_mean)[c]);
-      var = static_cast<double>(static_cast<const A*>(p.run_var)[c]);
+      if (p.batch_var) p.batch_var[c] = m2 / (n - 1);
+      static_cast<A*>(p.save_mean)[c] = static_cast<A>(mean);
+      static_cast<A*>(p.save_rstd)[c] = static_cast<A>(rstd);
+      cm[c] = static_cast<A>(mean);
+      ca[c] = static_cast<A>(rstd * static_cast<double>(wt<A>(p.weight, c, A(1))));
+      cb[c] = wt<A>(p.bias, c, A(0));
     }
-    const double rstd = 1.0 / sqrt(var + p.eps);
-    static_cast<A*>(p.save_mean)[c] = static_cast<A>(mean);
-    static_cast<A*>(p.save_rstd)[c] = static_cast<A>(rstd);
-    cm[c] = static_cast<A>(mean);
-    ca[c] = static_cast<A>(rstd * static_cast<double>(wt<A>(p.weight, c, A(1))));
-    cb[c] = wt<A>(p.bias, c, A(0));
   }
 }
 
-// Training-mode means (sum / count) for the second pass, in double.
-__global__ void means_of(int64_t keys, const double* sum, double count, double* mean) {
-  for (int64_t k = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; k < keys;
-       k += static_cast<int64_t>(gridDim.x) * blockDim.x)
-    mean[k] = sum[k] / count;
-}
-
-// Per-(n, c) shifts from per-key values (G = 0: per channel; else per (n, g)), A -> double.
-template <class A> __global__ void nc_from_keys(int64_t N, int64_t C, int64_t G, const A* key, double* out) {
-  for (int64_t t = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; t < N * C;
-       t += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t n = t / C, c = t % C;
-    out[t] = static_cast<double>(G ? key[n * G + c / (C / G)] : key[c]);
-  }
-}
-
-// BatchNorm backward coefficients per channel; dweight = sum dy * xhat, dbias = sum dy.
-template <class A> __global__ void bn_bwd_coefs(BatchNormBwdArgs p, A* cm, A* k1, A* k2, A* k3) {
-  const double count = static_cast<double>(p.N * p.S);
+// BatchNorm eval coefficients (used when the apply kernel does not compute them itself).
+template <class A> __global__ void bn_eval_coefs(BatchNormFwdArgs p, A* cm, A* ca, A* cb) {
   for (int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; c < p.C;
        c += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const double r = static_cast<double>(static_cast<const A*>(p.rstd)[c]);
-    const double w = static_cast<double>(wt<A>(p.weight, c, A(1)));
-    cm[c] = static_cast<const A*>(p.mean)[c];
-    k1[c] = static_cast<A>(w * r);
-    k2[c] = static_cast<A>(p.training ? -w * r * r * p.dweight[c] / count : 0.0);
-    k3[c] = static_cast<A>(p.training ? -w * r * p.dbias[c] / count : 0.0);
+    const A mean = static_cast<const A*>(p.run_mean)[c];
+    const double rstd = 1.0 / sqrt(static_cast<double>(static_cast<const A*>(p.run_var)[c]) + p.eps);
+    static_cast<A*>(p.save_mean)[c] = mean;
+    static_cast<A*>(p.save_rstd)[c] = static_cast<A>(rstd);
+    if (cm) {
+      cm[c] = mean;
+      ca[c] = static_cast<A>(rstd * static_cast<double>(wt<A>(p.weight, c, A(1))));
+      cb[c] = wt<A>(p.bias, c, A(0));
+    }
   }
 }
 
-// GroupNorm forward: per (n, g) mean, m2, rstd; coefficients per (n, c).
+// GroupNorm forward: per (n, g) mean, m2, rstd; coefficients per (n, c) (A[N*C]).
 template <class A>
-__global__ void gn_fwd_coefs(GroupFwdArgs p, const double* sum, A* cm, A* ca, A* cb) {
+__global__ void __launch_bounds__(kThreads) gn_fin_fwd(GroupFwdArgs p, Items it, const double* p0, const double* p1,
+                                                       const double* p2, A* cm, A* ca, A* cb) {
+  __shared__ double sh[3 * kThreads];
+  const int kpb = kThreads / it.tpk, lt = threadIdx.x % it.tpk;
   const int64_t cg = p.C / p.G;
-  const double count = static_cast<double>(cg * p.S);
-  for (int64_t t = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; t < p.N * p.C;
-       t += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t n = t / p.C, c = t % p.C, k = n * p.G + c / cg;
-    const double mean = sum[k] / count, rstd = 1.0 / sqrt(p.m2[k] / count + p.eps);
-    if (c % cg == 0) {
-      p.mean[k] = mean;
-      p.rstd[k] = rstd;
+  for (int64_t kb = static_cast<int64_t>(blockIdx.x) * kpb; kb < it.keys; kb += static_cast<int64_t>(gridDim.x) * kpb) {
+    const int64_t k = kb + threadIdx.x / it.tpk;
+    double n, mean, m2;
+    merge_key(it, k, p0, p1, p2, sh, n, mean, m2);
+    if (k < it.keys) {
+      if (n == 0) mean = 0.0 / n;
+      const double rstd = 1.0 / sqrt(m2 / n + p.eps);
+      if (lt == 0) {
+        p.mean[k] = mean;
+        p.m2[k] = m2;
+        p.rstd[k] = rstd;
+      }
+      const int64_t nn = k / p.G, g = k % p.G;
+      for (int64_t j = lt; j < cg; j += it.tpk) {
+        const int64_t c = g * cg + j, o = nn * p.C + c;
+        cm[o] = static_cast<A>(mean);
+        ca[o] = static_cast<A>(rstd * static_cast<double>(wt<A>(p.weight, c, A(1))));
+        cb[o] = wt<A>(p.bias, c, A(0));
+      }
     }
-    cm[t] = static_cast<A>(mean);
-    ca[t] = static_cast<A>(rstd * static_cast<double>(wt<A>(p.weight, c, A(1))));
-    cb[t] = wt<A>(p.bias, c, A(0));
   }
 }
 
-// GroupNorm backward: dx coefficients per (n, c) from the per-(n, c) sums (K = C / G * S).
-template <class A> __global__ void gn_bwd_coefs(GroupBwdArgs p, A* cm, A* k1, A* k2, A* k3) {
-  const int64_t cg = p.C / p.G;
-  const double K = static_cast<double>(cg * p.S);
-  for (int64_t t = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; t < p.N * p.C;
-       t += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t n = t / p.C, c = t % p.C, g = c / cg, k = n * p.G + g;
-    const double r = static_cast<double>(static_cast<const A*>(p.rstd)[k]);
-    const double w = static_cast<double>(wt<A>(p.weight, c, A(1)));
-    double swdy = 0, swdyx = 0;  // over the group's channels, in order
-    for (int64_t j = g * cg; j < (g + 1) * cg; ++j) {
-      const double wj = static_cast<double>(wt<A>(p.weight, j, A(1)));
-      swdy += wj * p.sdy[n * p.C + j];
-      swdyx += wj * p.sdyx[n * p.C + j];
+// BatchNorm backward: dbias = sum dy, dweight = rstd * sum dy (x - mean); coefficients (A[C]).
+template <class A>
+__global__ void __launch_bounds__(kThreads) bn_fin_bwd(BatchNormBwdArgs p, Items it, const double* p0,
+                                                       const double* p1, A* cm, A* k1, A* k2, A* k3) {
+  __shared__ double sh[2 * kThreads];
+  const int kpb = kThreads / it.tpk;
+  const double count = static_cast<double>(p.N * p.S);
+  for (int64_t kb = static_cast<int64_t>(blockIdx.x) * kpb; kb < it.keys; kb += static_cast<int64_t>(gridDim.x) * kpb) {
+    const int64_t c = kb + threadIdx.x / it.tpk;
+    double sdy, sdxm;
+    sum_key(it, c, p0, p1, sh, sdy, sdxm);
+    if (c < it.keys && threadIdx.x % it.tpk == 0) {
+      const double r = static_cast<double>(static_cast<const A*>(p.rstd)[c]);
+      const double w = static_cast<double>(wt<A>(p.weight, c, A(1)));
+      const double dw = r * sdxm;
+      p.dbias[c] = sdy;
+      p.dweight[c] = dw;
+      cm[c] = static_cast<const A*>(p.mean)[c];
+      k1[c] = static_cast<A>(w * r);
+      k2[c] = static_cast<A>(p.training ? -w * r * r * dw / count : 0.0);
+      k3[c] = static_cast<A>(p.training ? -w * r * sdy / count : 0.0);
     }
-    cm[t] = static_cast<const A*>(p.mean)[k];
-    k1[t] = static_cast<A>(r * w);
-    k2[t] = static_cast<A>(p.affine_only ? 0.0 : -r * r * swdyx / K);
-    k3[t] = static_cast<A>(p.affine_only ? 0.0 : -r * swdy / K);
+  }
+}
+
+// GroupNorm backward, one block per group g: per-(n, c) sums (sdy, sdyx), per-(n, c) coefficients,
+// then dweight / dbias of the group's channels (sum over n: thread lanes strided over n, fixed tree).
+template <class A>
+__global__ void __launch_bounds__(kThreads) gn_fin_bwd(GroupBwdArgs p, Items it, int tpc, const double* p0,
+                                                       const double* p1, A* cm, A* k1, A* k2, A* k3) {
+  __shared__ double sh[2 * kThreads];
+  const int64_t N = p.N, C = p.C, G = p.G, cg = C / G;
+  const double K = static_cast<double>(cg * p.S);
+  const A* mean = static_cast<const A*>(p.mean);
+  const A* rstd = static_cast<const A*>(p.rstd);
+  for (int64_t g = blockIdx.x; g < G; g += gridDim.x) {
+    for (int64_t t = threadIdx.x; t < N * cg; t += kThreads) {
+      const int64_t n = t / cg, key = n * C + g * cg + t % cg;
+      double a = 0, b = 0;
+      for (int64_t i = 0; i < it.I; ++i) {
+        const int64_t j = item_at(it, key, i);
+        a += p0[j];
+        b += p1[j];
+      }
+      p.sdy[key] = a;
+      p.sdyx[key] = static_cast<double>(rstd[n * G + g]) * b;
+    }
+    __syncthreads();  // sdy / sdyx of the group written
+    for (int64_t n = threadIdx.x; n < N; n += kThreads) {
+      const int64_t k = n * G + g;
+      const double r = static_cast<double>(rstd[k]);
+      double swdy = 0, swdyx = 0;
+      for (int64_t j = 0; j < cg; ++j) {
+        const int64_t c = g * cg + j;
+        const double wj = static_cast<double>(wt<A>(p.weight, c, A(1)));
+        swdy += wj * p.sdy[n * C + c];
+        swdyx += wj * p.sdyx[n * C + c];
+      }
+      for (int64_t j = 0; j < cg; ++j) {
+        const int64_t c = g * cg + j, o = n * C + c;
+        cm[o] = mean[k];
+        k1[o] = static_cast<A>(r * static_cast<double>(wt<A>(p.weight, c, A(1))));
+        k2[o] = static_cast<A>(p.affine_only ? 0.0 : -r * r * swdyx / K);
+        k3[o] = static_cast<A>(p.affine_only ? 0.0 : -r * swdy / K);
+      }
+    }
+    const int cpr = kThreads / tpc, lt = threadIdx.x % tpc, t = threadIdx.x;
+    for (int64_t j0 = 0; j0 < cg; j0 += cpr) {
+      const int64_t j = j0 + threadIdx.x / tpc, c = g * cg + j;
+      double a = 0, b = 0;
+      if (j < cg)
+        for (int64_t n = lt; n < N; n += tpc) {
+          a += p.sdy[n * C + c];
+          b += p.sdyx[n * C + c];
+        }
+      __syncthreads();  // sh may still be read
+      sh[t] = a;
+      sh[kThreads + t] = b;
+      __syncthreads();
+      for (int h = tpc / 2; h > 0; h /= 2) {
+        if (lt < h) {
+          sh[t] += sh[t + h];
+          sh[kThreads + t] += sh[kThreads + t + h];
+        }
+        __syncthreads();
+      }
+      if (lt == 0 && j < cg) {
+        p.dbias[c] = sh[t];
+        p.dweight[c] = sh[kThreads + t];
+      }
+    }
+    __syncthreads();
+  }
+}
+
+// ---- pass 3: elementwise ---------------------------------------------------------------------------
+
+// Coefficients of key k: m[k], c1[k], c2[k], c3[k] (forward: a, b, unused). Key = channel c
+// (ns = 0) or n * C + c (ns = C).
+template <class A> struct Coefs {
+  const A* m;
+  const A* c1;
+  const A* c2;
+  const A* c3;
+};
+struct EvalArgs {
+  const void* run_mean;
+  const void* run_var;
+  const void* weight;
+  const void* bias;
+  double eps;
+  void* save_mean;
+  void* save_rstd;
+};
+struct ApplyGeom {
+  int64_t E, C, S, ns, nblk;
+  Div dS, dC;
+  bool vec;
+};
+
+template <class T, bool kBwd, bool kNsc, bool kEval>
+__global__ void __launch_bounds__(kThreads, 3)
+    apply_kernel(ApplyGeom g, const T* x, const T* dy, T* out, Coefs<Acc<T>> cf, EvalArgs ev) {
+  using A = Acc<T>;
+  constexpr int V = kVec16<T>;
+  using P = Pack<T, V>;
+  constexpr int IPT = kIpt<kBwd>;
+  constexpr int64_t BE = static_cast<int64_t>(kThreads) * V * IPT;
+  extern __shared__ __align__(16) unsigned char smraw[];
+  if constexpr (kEval) {  // per-channel coefficients of the running statistics (ns = 0)
+    A* sm = reinterpret_cast<A*>(smraw);
+    for (int64_t c = threadIdx.x; c < g.C; c += kThreads) {
+      const A mean = static_cast<const A*>(ev.run_mean)[c];
+      const double rstd = 1.0 / sqrt(static_cast<double>(static_cast<const A*>(ev.run_var)[c]) + ev.eps);
+      sm[c] = mean;
+      sm[g.C + c] = static_cast<A>(rstd * static_cast<double>(wt<A>(ev.weight, c, A(1))));
+      sm[2 * g.C + c] = wt<A>(ev.bias, c, A(0));
+      if (blockIdx.x == 0) {
+        static_cast<A*>(ev.save_mean)[c] = mean;
+        static_cast<A*>(ev.save_rstd)[c] = static_cast<A>(rstd);
+      }
+    }
+    __syncthreads();
+    cf.m = sm;
+    cf.c1 = sm + g.C;
+    cf.c2 = sm + 2 * g.C;
+  }
+  auto one = [&](T xv, T gv, int64_t k) -> T {
+    const A d = to_acc(xv) - cf.m[k];
+    if constexpr (kBwd)
+      return from_acc<T>(fma_a(cf.c1[k], to_acc(gv), fma_a(cf.c2[k], d, cf.c3[k])));
+    else
+      return from_acc<T>(fma_a(d, cf.c1[k], cf.c2[k]));
+  };
+  for (int64_t blk = blockIdx.x; blk < g.nblk; blk += gridDim.x) {
+    const int64_t e0 = blk * BE;
+    // Block bases: ncs: row rb = e0 / S, position sb, channel cb; nsc: row rb = e0 / C, channel
+    // cb, sample nb and position sb of row rb.
+    int64_t rb, cb, nb = 0, sb = 0;
+    if constexpr (kNsc) {
+      rb = e0 / g.C;
+      cb = e0 % g.C;
+      if (g.ns) {
+        nb = rb / g.S;
+        sb = rb % g.S;
+      }
+    } else {
+      rb = e0 / g.S;
+      sb = e0 % g.S;
+      cb = rb % g.C;
+    }
+    // Key of the element at offset l (< BE) from e0.
+    auto key = [&](uint32_t l) -> int64_t {
+      if constexpr (kNsc) {
+        const uint64_t t = static_cast<uint64_t>(cb) + l, q = divq(g.dC, t);
+        const int64_t c = static_cast<int64_t>(t - q * static_cast<uint64_t>(g.C));
+        if (!g.ns) return c;
+        return (nb + static_cast<int64_t>(divq(g.dS, static_cast<uint64_t>(sb) + q))) * g.C + c;
+      } else {
+        const uint64_t q = divq(g.dS, static_cast<uint64_t>(sb) + l);
+        if (g.ns) return rb + static_cast<int64_t>(q);
+        const uint64_t t = static_cast<uint64_t>(cb) + q;
+        return static_cast<int64_t>(t - divq(g.dC, t) * static_cast<uint64_t>(g.C));
+      }
+    };
+    if (g.vec) {  // E, rows and e0 are multiples of V: whole aligned vectors in one row
+      P xv[IPT], gv[IPT];
+#pragma unroll
+      for (int b = 0; b < IPT; ++b) {
+        const int64_t i = e0 + (static_cast<int64_t>(b) * kThreads + threadIdx.x) * V;
+        if (i < g.E) {
+          xv[b] = *reinterpret_cast<const P*>(x + i);
+          if constexpr (kBwd) gv[b] = *reinterpret_cast<const P*>(dy + i);
+        }
+      }
+#pragma unroll
+      for (int b = 0; b < IPT; ++b) {
+        const uint32_t l = (static_cast<uint32_t>(b) * kThreads + threadIdx.x) * V;
+        if (e0 + l < g.E) {
+          const int64_t k = key(l);
+          P o;
+#pragma unroll
+          for (int e = 0; e < V; ++e) o.v[e] = one(xv[b].v[e], kBwd ? gv[b].v[e] : T{}, kNsc ? k + e : k);
+          *reinterpret_cast<P*>(out + e0 + l) = o;
+        }
+      }
+    } else {
+#pragma unroll
+      for (int b = 0; b < IPT; ++b)
+#pragma unroll
+        for (int e = 0; e < V; ++e) {
+          const uint32_t l = (static_cast<uint32_t>(b) * kThreads + threadIdx.x) * V + e;
+          const int64_t i = e0 + l;
+          if (i < g.E) out[i] = one(x[i], kBwd ? dy[i] : T{}, key(l));
+        }
+    }
   }
 }
 
@@ -300,7 +753,7 @@ template <class R> __global__ void lerp_kernel(int64_t C, R* run, const double* 
 }
 
 // InstanceNorm's batch statistics for the running update: the means over n of the per-instance
-// mean and unbiased variance.
+// mean and unbiased variance (one thread per channel, n in order; coalesced over c).
 __global__ void instance_batch_kernel(int64_t N, int64_t C, int64_t S, const double* mean, const double* m2,
                                       double* bm, double* bv) {
   for (int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; c < C;
@@ -315,106 +768,245 @@ __global__ void instance_batch_kernel(int64_t N, int64_t C, int64_t S, const dou
   }
 }
 
-template <class T> const char* apply(Layout layout, int64_t N, int64_t C, int64_t S, const void* x, const void* dy,
-                                     void* out, const Acc<T>* m, const Acc<T>* k1, const Acc<T>* k2,
-                                     const Acc<T>* k3, int64_t ns, cudaStream_t s) {
-  if (N * C * S == 0) return nullptr;
+// ---- host side -------------------------------------------------------------------------------------
+
+// Scratch carving: 256-byte aligned pieces of one allocation.
+struct Carve {
+  int64_t off = 0;
+  int64_t take(int64_t bytes) {
+    const int64_t o = off;
+    off += (bytes + 255) / 256 * 256;
+    return o;
+  }
+};
+template <class U> U* at(const Scratch& s, int64_t off) { return reinterpret_cast<U*>(s.as<unsigned char>() + off); }
+
+// ncs with S = 1 is nsc with S = 1; nsc with C = 1 is ncs (same memory order).
+Layout effective(Layout layout, int64_t C, int64_t S) {
+  if (layout == Layout::ncs && S == 1) return Layout::nsc;
+  if (layout == Layout::nsc && C == 1) return Layout::ncs;
+  return layout;
+}
+
+int nsc_width(int64_t C, int V) { return C % V == 0 ? V : 1; }
+
+// Launches the nsc statistics kernel for width W.
+template <class T, bool kGrad>
+const char* launch_nsc_stats(const NscGeom& g, int W, const void* x, const void* dy, const Acc<T>* m, double* p0,
+                             double* p1, double* p2, cudaStream_t s) {
+  const int64_t nblk = g.segs * g.K * g.cblocks;
+  if (nblk == 0) return nullptr;
+  const bool vec = W > 1 && aligned16<T>(x) && (!kGrad || aligned16<T>(dy));
+  const T* xt = static_cast<const T*>(x);
+  const T* dyt = static_cast<const T*>(dy);
+  if (W == 1)
+    nsc_stats<T, kGrad, 1><<<grid_of(nblk), kThreads, 0, s>>>(g, xt, dyt, m, p0, p1, p2, false);
+  else
+    nsc_stats<T, kGrad, kVec16<T>><<<grid_of(nblk), kThreads, 0, s>>>(g, xt, dyt, m, p0, p1, p2, vec);
+  return launch_error();
+}
+
+template <class T, bool kGrad>
+const char* launch_ncs_stats(const NcsGeom& g, const void* x, const void* dy, const Acc<T>* m, double* p0,
+                             double* p1, double* p2, cudaStream_t s) {
+  const int64_t units = g.keys * g.U;
+  if (units == 0 || g.RL == 0) return nullptr;
+  const bool vec = g.RL % kVec16<T> == 0 && aligned16<T>(x) && (!kGrad || aligned16<T>(dy));
+  ncs_stats<T, kGrad><<<grid_of(cdiv(units, kWarps)), kThreads, 0, s>>>(g, static_cast<const T*>(x),
+                                                                        static_cast<const T*>(dy), m, p0, p1, p2, vec);
+  return launch_error();
+}
+
+template <class T, bool kBwd, bool kEval>
+const char* launch_apply(Layout layout, int64_t N, int64_t C, int64_t S, int64_t ns, const void* x, const void* dy,
+                         void* out, Coefs<Acc<T>> cf, const EvalArgs& ev, cudaStream_t s) {
+  constexpr int V = kVec16<T>;
+  const int64_t E = N * C * S;
+  if (E == 0) return nullptr;
+  const int64_t BE = static_cast<int64_t>(kThreads) * V * kIpt<kBwd>;
+  ApplyGeom g{E, C, S, ns, cdiv(E, BE), make_div(S), make_div(C), false};
+  const int64_t row = layout == Layout::ncs ? S : C;
+  g.vec = row % V == 0 && aligned16<T>(x) && aligned16<T>(out) && (!kBwd || aligned16<T>(dy));
+  int64_t grid = g.nblk;
+  size_t smem = 0;
+  if (kEval) {  // each block computes C coefficients: give it at least 16 * C elements
+    grid = min64(g.nblk, max64(264, cdiv(E, 16 * C)));
+    smem = static_cast<size_t>(3 * C) * sizeof(Acc<T>);
+  }
   const T* xt = static_cast<const T*>(x);
   const T* dyt = static_cast<const T*>(dy);
   T* o = static_cast<T*>(out);
-  if (layout == Layout::ncs) {
-    const int64_t chunks = (S + kApplyChunk - 1) / kApplyChunk;
-    apply_ncs<T><<<static_cast<int>(min64(N * C * chunks, int64_t{1} << 20)), kThreads, 0, s>>>(N, C, S, xt, dyt, o, m,
-                                                                                              k1, k2, k3, ns, chunks);
-  } else {
-    const int tx = static_cast<int>(min64((C + 31) / 32 * 32, kThreads)), ty = kThreads / tx;
-    apply_nsc<T><<<static_cast<int>(min64((N * S + ty - 1) / ty, int64_t{1} << 20)), dim3(tx, ty), 0, s>>>(
-        N, C, S, xt, dyt, o, m, k1, k2, k3, ns);
-  }
+  if (layout == Layout::nsc)
+    apply_kernel<T, kBwd, true, kEval><<<grid_of(grid), kThreads, smem, s>>>(g, xt, dyt, o, cf, ev);
+  else
+    apply_kernel<T, kBwd, false, kEval><<<grid_of(grid), kThreads, smem, s>>>(g, xt, dyt, o, cf, ev);
   return launch_error();
 }
 
 template <class T> const char* bn_fwd(const BatchNormFwdArgs& p, cudaStream_t s) {
   using A = Acc<T>;
-  const int64_t C = p.C;
-  Scratch scratch(3 * C * static_cast<int64_t>(sizeof(A)) + 3 * C * static_cast<int64_t>(sizeof(double)), s);
-  if (scratch.error()) return scratch.error();
-  double* sum = scratch.as<double>();
-  double* m2 = sum + C;
-  double* mean = m2 + C;
-  A* cm = reinterpret_cast<A*>(mean + C);
-  if (p.training) {
-    const char* e = sums<T>(SumArgs{p.layout, p.N, C, p.S, p.x, nullptr, nullptr, nullptr, 0, Mode::sum}, 0, sum,
-                            nullptr, nullptr, nullptr, s);
-    if (e) return e;
-    means_of<<<grid_for(C), kThreads, 0, s>>>(C, sum, static_cast<double>(p.N * p.S), mean);
-    e = sums<T>(SumArgs{p.layout, p.N, C, p.S, p.x, nullptr, mean, nullptr, 0, Mode::sq_dev}, 0, m2, nullptr,
-                nullptr, nullptr, s);
-    if (e) return e;
+  const int64_t N = p.N, C = p.C, S = p.S;
+  const Layout layout = effective(p.layout, C, S);
+  const EvalArgs ev{p.run_mean, p.run_var, p.weight, p.bias, p.eps, p.save_mean, p.save_rstd};
+  if (!p.training) {
+    if (C <= kEvalStage && N * S > 0)
+      return launch_apply<T, false, true>(layout, N, C, S, 0, p.x, nullptr, p.y, Coefs<A>{}, ev, s);
+    Carve cv;
+    const int64_t om = cv.take(C * sizeof(A)), oa = cv.take(C * sizeof(A)), ob = cv.take(C * sizeof(A));
+    Scratch scratch(N * S > 0 ? cv.off : 0, s);
+    if (scratch.error()) return scratch.error();
+    A* cm = N * S > 0 ? at<A>(scratch, om) : nullptr;
+    bn_eval_coefs<A><<<grid_of(cdiv(C, kThreads)), kThreads, 0, s>>>(p, cm, cm ? at<A>(scratch, oa) : nullptr,
+                                                                     cm ? at<A>(scratch, ob) : nullptr);
+    if (const char* e = launch_error()) return e;
+    if (!cm) return nullptr;
+    return launch_apply<T, false, false>(layout, N, C, S, 0, p.x, nullptr, p.y,
+                                         Coefs<A>{cm, at<A>(scratch, oa), at<A>(scratch, ob), nullptr}, ev, s);
   }
-  bn_fwd_coefs<A><<<grid_for(C), kThreads, 0, s>>>(p, sum, m2, cm, cm + C, cm + 2 * C);
-  if (const char* e = launch_error()) return e;
-  return apply<T>(p.layout, p.N, C, p.S, p.x, nullptr, p.y, cm, cm + C, cm + 2 * C, nullptr, 0, s);
+  // Training: statistics partials, finalize, apply.
+  constexpr int V = kVec16<T>;
+  NcsGeom gc{};
+  NscGeom gn{};
+  Items it{};
+  int W = 1;
+  if (layout == Layout::ncs) {
+    gc = ncs_geom(C, S, N, C * S, S, 1, sizeof(T));
+    it = ncs_items(gc);
+  } else {
+    W = nsc_width(C, V);
+    gn = nsc_geom(C, N * S, 1, W, 0, 1);
+    it = items(C, gn.K, C, 0, 1, 1, C);
+  }
+  if (N * S == 0) it.I = 0;  // (the Python layer never calls training with no values)
+  const int64_t P = it.I * C;
+  Carve cv;
+  const int64_t o0 = cv.take(P * 8), o1 = cv.take(P * 8), o2 = cv.take(P * 8);
+  const int64_t om = cv.take(C * sizeof(A)), oa = cv.take(C * sizeof(A)), ob = cv.take(C * sizeof(A));
+  Scratch scratch(cv.off, s);
+  if (scratch.error()) return scratch.error();
+  double *p0 = at<double>(scratch, o0), *p1 = at<double>(scratch, o1), *p2 = at<double>(scratch, o2);
+  A *cm = at<A>(scratch, om), *ca = at<A>(scratch, oa), *cb = at<A>(scratch, ob);
+  const char* e = layout == Layout::ncs ? launch_ncs_stats<T, false>(gc, p.x, nullptr, nullptr, p0, p1, p2, s)
+                                        : launch_nsc_stats<T, false>(gn, W, p.x, nullptr, nullptr, p0, p1, p2, s);
+  if (e) return e;
+  bn_fin_fwd<A><<<grid_of(cdiv(C * it.tpk, kThreads)), kThreads, 0, s>>>(p, it, p0, p1, p2, cm, ca, cb);
+  if ((e = launch_error())) return e;
+  return launch_apply<T, false, false>(layout, N, C, S, 0, p.x, nullptr, p.y, Coefs<A>{cm, ca, cb, nullptr}, ev, s);
 }
 
 template <class T> const char* bn_bwd(const BatchNormBwdArgs& p, cudaStream_t s) {
   using A = Acc<T>;
-  const int64_t C = p.C;
-  Scratch scratch(2 * C * static_cast<int64_t>(sizeof(double)) + 4 * C * static_cast<int64_t>(sizeof(A)), s);
+  constexpr int V = kVec16<T>;
+  const int64_t N = p.N, C = p.C, S = p.S;
+  const Layout layout = effective(p.layout, C, S);
+  NcsGeom gc{};
+  NscGeom gn{};
+  Items it{};
+  int W = 1;
+  if (layout == Layout::ncs) {
+    gc = ncs_geom(C, S, N, C * S, S, 1, sizeof(T));
+    it = ncs_items(gc);
+  } else {
+    W = nsc_width(C, V);
+    gn = nsc_geom(C, N * S, 1, W, 0, 1);
+    it = items(C, gn.K, C, 0, 1, 1, C);
+  }
+  if (N * S == 0) it.I = 0;
+  const int64_t P = it.I * C;
+  Carve cv;
+  const int64_t o0 = cv.take(P * 8), o1 = cv.take(P * 8);
+  const int64_t om = cv.take(C * sizeof(A)), o1k = cv.take(C * sizeof(A)), o2k = cv.take(C * sizeof(A)),
+                o3k = cv.take(C * sizeof(A));
+  Scratch scratch(cv.off, s);
   if (scratch.error()) return scratch.error();
-  double* m = scratch.as<double>();
-  double* r = m + C;
-  A* cm = reinterpret_cast<A*>(r + C);
-  nc_from_keys<A><<<grid_for(C), kThreads, 0, s>>>(1, C, 0, static_cast<const A*>(p.mean), m);
-  nc_from_keys<A><<<grid_for(C), kThreads, 0, s>>>(1, C, 0, static_cast<const A*>(p.rstd), r);
-  const char* e = sums<T>(SumArgs{p.layout, p.N, C, p.S, p.x, p.dy, m, r, 0, Mode::grad}, 0, p.dbias, p.dweight,
-                          nullptr, nullptr, s);
+  double *p0 = at<double>(scratch, o0), *p1 = at<double>(scratch, o1);
+  A *cm = at<A>(scratch, om), *k1 = at<A>(scratch, o1k), *k2 = at<A>(scratch, o2k), *k3 = at<A>(scratch, o3k);
+  const A* mean = static_cast<const A*>(p.mean);
+  const char* e = nullptr;
+  if (N * S > 0)
+    e = layout == Layout::ncs ? launch_ncs_stats<T, true>(gc, p.x, p.dy, mean, p0, p1, nullptr, s)
+                              : launch_nsc_stats<T, true>(gn, W, p.x, p.dy, mean, p0, p1, nullptr, s);
   if (e) return e;
-  bn_bwd_coefs<A><<<grid_for(C), kThreads, 0, s>>>(p, cm, cm + C, cm + 2 * C, cm + 3 * C);
+  bn_fin_bwd<A><<<grid_of(cdiv(C * it.tpk, kThreads)), kThreads, 0, s>>>(p, it, p0, p1, cm, k1, k2, k3);
   if ((e = launch_error())) return e;
-  return apply<T>(p.layout, p.N, C, p.S, p.x, p.dy, p.dx, cm, cm + C, cm + 2 * C, cm + 3 * C, 0, s);
+  return launch_apply<T, true, false>(layout, N, C, S, 0, p.x, p.dy, p.dx, Coefs<A>{cm, k1, k2, k3}, EvalArgs{}, s);
 }
 
-template <class T> const char* gn_fwd(const GroupFwdArgs& p, Layout layout, cudaStream_t s) {
+template <class T> const char* gn_fwd(const GroupFwdArgs& p, Layout layout0, cudaStream_t s) {
   using A = Acc<T>;
-  const int64_t NC = p.N * p.C, K = p.N * p.G;
-  Scratch scratch(2 * K * static_cast<int64_t>(sizeof(double)) + NC * static_cast<int64_t>(sizeof(double)) +
-                      3 * NC * static_cast<int64_t>(sizeof(A)), s);
+  constexpr int V = kVec16<T>;
+  const int64_t N = p.N, C = p.C, S = p.S, G = p.G, cg = C / G, NC = N * C;
+  const Layout layout = effective(layout0, C, S);
+  NcsGeom gc{};
+  NscGeom gn{};
+  Items it{};
+  int W = 1;
+  if (layout == Layout::ncs) {  // key (n, g): its cg * S values as one row
+    gc = ncs_geom(N * G, cg * S, 1, 0, cg * S, 1, sizeof(T));
+    it = ncs_items(gc);
+  } else {  // segments: samples; items of (n, g): chunk-major over its channels
+    W = nsc_width(C, V);
+    gn = nsc_geom(C, S, N, W, 0, 1);
+    it = items(N * G, gn.K * cg, G, gn.K * C, cg, cg, C);
+  }
+  if (S == 0) it.I = 0;
+  const int64_t P = layout == Layout::ncs ? gc.keys * gc.U : N * gn.K * C;
+  Carve cv;
+  const int64_t o0 = cv.take(P * 8), o1 = cv.take(P * 8), o2 = cv.take(P * 8);
+  const int64_t om = cv.take(NC * sizeof(A)), oa = cv.take(NC * sizeof(A)), ob = cv.take(NC * sizeof(A));
+  Scratch scratch(cv.off, s);
   if (scratch.error()) return scratch.error();
-  double* sum = scratch.as<double>();
-  double* kmean = sum + K;
-  double* shift = kmean + K;
-  A* cm = reinterpret_cast<A*>(shift + NC);
-  const char* e = sums<T>(SumArgs{layout, p.N, p.C, p.S, p.x, nullptr, nullptr, nullptr, 0, Mode::sum}, p.G, sum,
-                          nullptr, nullptr, nullptr, s);
+  double *p0 = at<double>(scratch, o0), *p1 = at<double>(scratch, o1), *p2 = at<double>(scratch, o2);
+  A *cm = at<A>(scratch, om), *ca = at<A>(scratch, oa), *cb = at<A>(scratch, ob);
+  const char* e = nullptr;
+  if (S > 0)
+    e = layout == Layout::ncs ? launch_ncs_stats<T, false>(gc, p.x, nullptr, nullptr, p0, p1, p2, s)
+                              : launch_nsc_stats<T, false>(gn, W, p.x, nullptr, nullptr, p0, p1, p2, s);
   if (e) return e;
-  means_of<<<grid_for(K), kThreads, 0, s>>>(K, sum, static_cast<double>(p.C / p.G * p.S), kmean);
-  nc_from_keys<double><<<grid_for(NC), kThreads, 0, s>>>(p.N, p.C, p.G, kmean, shift);
-  e = sums<T>(SumArgs{layout, p.N, p.C, p.S, p.x, nullptr, shift, nullptr, p.C, Mode::sq_dev}, p.G, p.m2, nullptr,
-              nullptr, nullptr, s);
-  if (e) return e;
-  gn_fwd_coefs<A><<<grid_for(NC), kThreads, 0, s>>>(p, sum, cm, cm + NC, cm + 2 * NC);
+  gn_fin_fwd<A><<<grid_of(cdiv(N * G * it.tpk, kThreads)), kThreads, 0, s>>>(p, it, p0, p1, p2, cm, ca, cb);
   if ((e = launch_error())) return e;
-  return apply<T>(layout, p.N, p.C, p.S, p.x, nullptr, p.y, cm, cm + NC, cm + 2 * NC, nullptr, p.C, s);
+  return launch_apply<T, false, false>(layout, N, C, S, C, p.x, nullptr, p.y, Coefs<A>{cm, ca, cb, nullptr},
+                                       EvalArgs{}, s);
 }
 
-template <class T> const char* gn_bwd(const GroupBwdArgs& p, Layout layout, cudaStream_t s) {
+template <class T> const char* gn_bwd(const GroupBwdArgs& p, Layout layout0, cudaStream_t s) {
   using A = Acc<T>;
-  const int64_t NC = p.N * p.C;
-  Scratch scratch(2 * NC * static_cast<int64_t>(sizeof(double)) + 4 * NC * static_cast<int64_t>(sizeof(A)), s);
+  constexpr int V = kVec16<T>;
+  const int64_t N = p.N, C = p.C, S = p.S, G = p.G, cg = C / G, NC = N * C;
+  const Layout layout = effective(layout0, C, S);
+  NcsGeom gc{};
+  NscGeom gn{};
+  Items it{};
+  int W = 1;
+  if (layout == Layout::ncs) {  // key (n, c): row n * C + c
+    gc = ncs_geom(NC, S, 1, 0, S, cg, sizeof(T));
+    it = ncs_items(gc);
+  } else {
+    W = nsc_width(C, V);
+    gn = nsc_geom(C, S, N, W, G, cg);
+    it = items(NC, gn.K, C, gn.K * C, 1, 1, C);
+  }
+  if (S == 0) it.I = 0;
+  const int64_t P = it.I * NC;
+  Carve cv;
+  const int64_t o0 = cv.take(P * 8), o1 = cv.take(P * 8);
+  const int64_t om = cv.take(NC * sizeof(A)), o1k = cv.take(NC * sizeof(A)), o2k = cv.take(NC * sizeof(A)),
+                o3k = cv.take(NC * sizeof(A));
+  Scratch scratch(cv.off, s);
   if (scratch.error()) return scratch.error();
-  double* m = scratch.as<double>();
-  double* r = m + NC;
-  A* cm = reinterpret_cast<A*>(r + NC);
-  nc_from_keys<A><<<grid_for(NC), kThreads, 0, s>>>(p.N, p.C, p.G, static_cast<const A*>(p.mean), m);
-  nc_from_keys<A><<<grid_for(NC), kThreads, 0, s>>>(p.N, p.C, p.G, static_cast<const A*>(p.rstd), r);
-  // dbias[c] = sum over n of sdy, dweight[c] = sum over n of sdyx (keys: channels).
-  const char* e = sums<T>(SumArgs{layout, p.N, p.C, p.S, p.x, p.dy, m, r, p.C, Mode::grad}, 0, p.dbias, p.dweight,
-                          p.sdy, p.sdyx, s);
+  double *p0 = at<double>(scratch, o0), *p1 = at<double>(scratch, o1);
+  A *cm = at<A>(scratch, om), *k1 = at<A>(scratch, o1k), *k2 = at<A>(scratch, o2k), *k3 = at<A>(scratch, o3k);
+  const A* mean = static_cast<const A*>(p.mean);
+  const char* e = nullptr;
+  if (S > 0)
+    e = layout == Layout::ncs ? launch_ncs_stats<T, true>(gc, p.x, p.dy, mean, p0, p1, nullptr, s)
+                              : launch_nsc_stats<T, true>(gn, W, p.x, p.dy, mean, p0, p1, nullptr, s);
   if (e) return e;
-  gn_bwd_coefs<A><<<grid_for(NC), kThreads, 0, s>>>(p, cm, cm + NC, cm + 2 * NC, cm + 3 * NC);
+  int tpc = 1;  // threads per channel for dweight / dbias: a power of two, tpc * min(cg, ...) <= kThreads
+  while (tpc * 2 * cg <= kThreads) tpc *= 2;
+  gn_fin_bwd<A><<<grid_of(G), kThreads, 0, s>>>(p, it, tpc, p0, p1, cm, k1, k2, k3);
   if ((e = launch_error())) return e;
-  return apply<T>(layout, p.N, p.C, p.S, p.x, p.dy, p.dx, cm, cm + NC, cm + 2 * NC, cm + 3 * NC, p.C, s);
+  return launch_apply<T, true, false>(layout, N, C, S, C, p.x, p.dy, p.dx, Coefs<A>{cm, k1, k2, k3}, EvalArgs{}, s);
 }
 
 }  // namespace
@@ -445,8 +1037,8 @@ const char* running_update(DType run_dtype, int64_t C, void* run, const double* 
   if (d.error()) return d.error();
   if (C <= 0) return nullptr;
   return by_dtype(run_dtype, [&]<class R>() {
-    lerp_kernel<R><<<grid_for(C), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(C, static_cast<R*>(run), batch,
-                                                                                    momentum);
+    lerp_kernel<R><<<grid_of(cdiv(C, kThreads)), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+        C, static_cast<R*>(run), batch, momentum);
     return launch_error();
   });
 }
@@ -456,7 +1048,8 @@ const char* instance_batch_stats(int64_t N, int64_t C, int64_t S, const double* 
   DeviceScope d(dev);
   if (d.error()) return d.error();
   if (C <= 0) return nullptr;
-  instance_batch_kernel<<<grid_for(C), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(N, C, S, mean, m2, bm, bv);
+  instance_batch_kernel<<<grid_of(cdiv(C, kThreads)), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+      N, C, S, mean, m2, bm, bv);
   return launch_error();
 }
 

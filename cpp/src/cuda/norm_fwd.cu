@@ -58,17 +58,15 @@ __global__ void __launch_bounds__(kMaxTpr) fwd_cached(const RowNormFwdArgs a, co
   const int tpr = blockDim.x, tid = threadIdx.x;
   const int64_t N = a.N, r = static_cast<int64_t>(blockIdx.x) * blockDim.y + threadIdx.y;
   const bool valid = r < a.M;
-  A v[ITEMS][V];
+  PackOf<T> v[ITEMS];  // the row kept in its storage type: half the registers for 2-byte types
 #pragma unroll
   for (int it = 0; it < ITEMS; ++it) {
     const int64_t j = (static_cast<int64_t>(it) * tpr + tid) * V;
     if (valid && j < N) {
-      const PackOf<T> p = load_source<T, AL>(a, r, j);
-#pragma unroll
-      for (int k = 0; k < V; ++k) v[it][k] = to_acc(p.v[k]);
+      v[it] = load_source<T, AL>(a, r, j);
     } else {
 #pragma unroll
-      for (int k = 0; k < V; ++k) v[it][k] = 0;
+      for (int k = 0; k < V; ++k) v[it].v[k] = T{};
     }
   }
   A mean = 0;
@@ -77,7 +75,7 @@ __global__ void __launch_bounds__(kMaxTpr) fwd_cached(const RowNormFwdArgs a, co
 #pragma unroll
     for (int it = 0; it < ITEMS; ++it)
 #pragma unroll
-      for (int k = 0; k < V; ++k) s += v[it][k];
+      for (int k = 0; k < V; ++k) s += to_acc(v[it].v[k]);
     mean = group_total(s, tpr, buf_mean) / static_cast<A>(N);
   }
   A q = 0;
@@ -86,7 +84,7 @@ __global__ void __launch_bounds__(kMaxTpr) fwd_cached(const RowNormFwdArgs a, co
     const int64_t j = (static_cast<int64_t>(it) * tpr + tid) * V;
 #pragma unroll
     for (int k = 0; k < V; ++k) {
-      const A d = valid && j < N && in_row<AL>(j, k, N) ? v[it][k] - mean : A(0);
+      const A d = valid && j < N && in_row<AL>(j, k, N) ? to_acc(v[it].v[k]) - mean : A(0);
       q += d * d;
     }
   }
@@ -95,7 +93,12 @@ __global__ void __launch_bounds__(kMaxTpr) fwd_cached(const RowNormFwdArgs a, co
 #pragma unroll
   for (int it = 0; it < ITEMS; ++it) {
     const int64_t j = (static_cast<int64_t>(it) * tpr + tid) * V;
-    if (j < N) store_pack<T, AL>(static_cast<T*>(a.y) + r * N, j, N, finish_pack<T, W, AL>(a, j, v[it], mean, rstd));
+    if (j < N) {
+      A u[V];
+#pragma unroll
+      for (int k = 0; k < V; ++k) u[k] = to_acc(v[it].v[k]);
+      store_pack<T, AL>(static_cast<T*>(a.y) + r * N, j, N, finish_pack<T, W, AL>(a, j, u, mean, rstd));
+    }
   }
   if (tid == 0) {
     if (a.mean && !rms) static_cast<A*>(a.mean)[r] = mean;
@@ -158,7 +161,7 @@ __global__ void __launch_bounds__(kLoopThreads) fwd_looped(const RowNormFwdArgs 
 }
 
 // Register budget of the cached forward (elements per thread).
-template <class T> constexpr int kFwdElems = sizeof(T) == 8 ? 16 : 32;
+template <class T> constexpr int kFwdElems = sizeof(T) == 2 ? 32 : 16;
 
 template <class T> const char* fwd(const RowNormFwdArgs& a, bool rms, cudaStream_t s) {
   if (a.M <= 0 || a.N <= 0) return nullptr;
