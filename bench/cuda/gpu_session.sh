@@ -20,7 +20,7 @@ echo "built in $((SECONDS - t0)) s"
 (cd /tmp && python3 -c "import normkit as nk; nk.show_config()")
 if has test; then
   echo "::: GPU tests"
-  timeout 200 python3 -m pytest -q -p no:cacheprovider -m cuda -n 6 tests/test_cuda.py -x --maxfail=20 2>&1 \
+  timeout 200 python3 -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda.py --maxfail=20 2>&1 \
     | tee "$out/test_cuda.log" | grep -E "FAILED|Error|passed|failed" | tail -25
   echo "tests done at $((SECONDS - t0)) s"
 fi
