@@ -23,11 +23,6 @@ cuda_only = [pytest.mark.cuda, pytest.mark.skipif(not nk.has_cuda(), reason="no 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # JAX must leave memory for the others
 
 
-@pytest.fixture(autouse=True)
-def _run_unvalidated(monkeypatch):
-    monkeypatch.setenv(_gpu._UNVALIDATED_ENV, "1")
-
-
 class Torch:
     name = "torch"
 

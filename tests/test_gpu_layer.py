@@ -23,7 +23,6 @@ def fake(monkeypatch):
     f = FakeCuda(_gpu._cuda)
     monkeypatch.setattr(_gpu, "_cuda", f)
     monkeypatch.setitem(_gpu._LIBS, FakeGpuArray.__module__.split(".")[0], make_lib())
-    monkeypatch.setenv(_gpu._UNVALIDATED_ENV, "1")
     return f
 
 
@@ -253,13 +252,6 @@ def test_mixing_host_and_gpu_arrays_is_an_error(fake):
     with pytest.raises(ValueError, match="dy is .*cuda:0 but x is a NumPy array on the host"):
         nk.rms_norm_backward(FakeGpuArray(x), x, np.ones(4, np.float32))
     assert not fake.calls
-
-
-def test_unvalidated_kernels_need_opt_in(fake, monkeypatch):
-    monkeypatch.setattr(_gpu, "VALIDATED", False)
-    monkeypatch.delenv(_gpu._UNVALIDATED_ENV)
-    with pytest.raises(RuntimeError, match="not yet been validated on a GPU; set NORMKIT_CUDA_UNVALIDATED=1"):
-        nk.layer_norm(FakeGpuArray(np.ones((2, 3), np.float32)))
 
 
 @needs_module

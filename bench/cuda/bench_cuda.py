@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 
 import normkit as nk
 import torch
 import torch.nn.functional as F
-
-os.environ.setdefault("NORMKIT_CUDA_UNVALIDATED", "1")
 
 
 def timed(fn, reps: int, flush: torch.Tensor) -> list[float]:

@@ -10,7 +10,7 @@ phases=${*:-all}
 has() { [[ " $phases " == *" all "* || " $phases " == *" $1 "* ]]; }
 out=${OUT:-/tmp/nk-out}
 mkdir -p "$out"
-export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false CMAKE_BUILD_PARALLEL_LEVEL=16 NORMKIT_CUDA_UNVALIDATED=1
+export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false CMAKE_BUILD_PARALLEL_LEVEL=16
 t0=$SECONDS
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv,noheader
 echo "::: build (sm_90 only, to save time)"

@@ -14,7 +14,6 @@ validate, with the same messages.
 from __future__ import annotations
 
 import math
-import os
 import sys
 from typing import Any
 
@@ -26,10 +25,6 @@ try:
 except ImportError:  # built without CUDA
     _cuda = None
 
-# The kernels compile here but have not yet run on a GPU (no GPU was available while they were
-# written): until a GPU run of tests/test_cuda.py passes, they run only when asked for explicitly.
-VALIDATED = True
-_UNVALIDATED_ENV = "NORMKIT_CUDA_UNVALIDATED"
 
 _DL_CUDA, _DL_CUDA_MANAGED = 2, 13
 _BF16 = np.dtype(ml_dtypes.bfloat16)
@@ -416,11 +411,6 @@ class Call:
             raise RuntimeError(f"{op}: {first} is a GPU array but this normkit was built without CUDA")
         if _devices() == 0:
             raise RuntimeError(f"{op}: {first} is a GPU array but no CUDA device is usable")
-        if not VALIDATED and os.environ.get(_UNVALIDATED_ENV) != "1":
-            raise RuntimeError(
-                f"{op}: normkit's CUDA kernels are built but have not yet been validated on a GPU; "
-                f"set {_UNVALIDATED_ENV}=1 to run them anyway"
-            )
         self.op = op
         self.keep: list[Any] = []
         self.dev = gpu[first]

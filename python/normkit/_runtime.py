@@ -55,7 +55,7 @@ def show_config(file: TextIO | None = None) -> None:
     print(f"  threads:        {get_num_threads()}", file=out)
     if has_cuda():
         names = ", ".join(_gpu._cuda.device_name(d) for d in range(_gpu._cuda.device_count()))
-        cuda = f"available: {names}" + ("" if _gpu.VALIDATED else " (kernels not yet validated on a GPU)")
+        cuda = f"available: {names}"
     else:
         cuda = "not built" if _gpu._cuda is None else "built, no usable GPU"
     print(f"  cuda:           {cuda}", file=out)
