@@ -843,6 +843,29 @@ const char* launch_apply(Layout layout, int64_t N, int64_t C, int64_t S, int64_t
   return launch_error();
 }
 
+// BatchNorm's statistics passes (forward and backward): the unit geometry of the layout and the
+// per-channel partial count it.I (0 when there are no values: the Python layer never calls
+// training with none).
+struct BnStatsPlan {
+  NcsGeom gc{};
+  NscGeom gn{};
+  Items it{};
+  int W = 1;
+};
+template <class T> BnStatsPlan bn_stats_plan(Layout layout, int64_t N, int64_t C, int64_t S) {
+  BnStatsPlan p;
+  if (layout == Layout::ncs) {
+    p.gc = ncs_geom(C, S, N, C * S, S, 1, sizeof(T));
+    p.it = ncs_items(p.gc);
+  } else {
+    p.W = nsc_width(C, kVec16<T>);
+    p.gn = nsc_geom(C, N * S, 1, p.W, 0, 1);
+    p.it = items(C, p.gn.K, C, 0, 1, 1, C);
+  }
+  if (N * S == 0) p.it.I = 0;
+  return p;
+}
+
 template <class T> const char* bn_fwd(const BatchNormFwdArgs& p, cudaStream_t s) {
   using A = Acc<T>;
   const int64_t N = p.N, C = p.C, S = p.S;
@@ -864,20 +887,7 @@ template <class T> const char* bn_fwd(const BatchNormFwdArgs& p, cudaStream_t s)
                                          Coefs<A>{cm, at<A>(scratch, oa), at<A>(scratch, ob), nullptr}, ev, s);
   }
   // Training: statistics partials, finalize, apply.
-  constexpr int V = kVec16<T>;
-  NcsGeom gc{};
-  NscGeom gn{};
-  Items it{};
-  int W = 1;
-  if (layout == Layout::ncs) {
-    gc = ncs_geom(C, S, N, C * S, S, 1, sizeof(T));
-    it = ncs_items(gc);
-  } else {
-    W = nsc_width(C, V);
-    gn = nsc_geom(C, N * S, 1, W, 0, 1);
-    it = items(C, gn.K, C, 0, 1, 1, C);
-  }
-  if (N * S == 0) it.I = 0;  // (the Python layer never calls training with no values)
+  const auto [gc, gn, it, W] = bn_stats_plan<T>(layout, N, C, S);
   const int64_t P = it.I * C;
   Carve cv;
   const int64_t o0 = cv.take(P * 8), o1 = cv.take(P * 8), o2 = cv.take(P * 8);
@@ -896,22 +906,9 @@ template <class T> const char* bn_fwd(const BatchNormFwdArgs& p, cudaStream_t s)
 
 template <class T> const char* bn_bwd(const BatchNormBwdArgs& p, cudaStream_t s) {
   using A = Acc<T>;
-  constexpr int V = kVec16<T>;
   const int64_t N = p.N, C = p.C, S = p.S;
   const Layout layout = effective(p.layout, C, S);
-  NcsGeom gc{};
-  NscGeom gn{};
-  Items it{};
-  int W = 1;
-  if (layout == Layout::ncs) {
-    gc = ncs_geom(C, S, N, C * S, S, 1, sizeof(T));
-    it = ncs_items(gc);
-  } else {
-    W = nsc_width(C, V);
-    gn = nsc_geom(C, N * S, 1, W, 0, 1);
-    it = items(C, gn.K, C, 0, 1, 1, C);
-  }
-  if (N * S == 0) it.I = 0;
+  const auto [gc, gn, it, W] = bn_stats_plan<T>(layout, N, C, S);
   const int64_t P = it.I * C;
   Carve cv;
   const int64_t o0 = cv.take(P * 8), o1 = cv.take(P * 8);
