@@ -46,13 +46,10 @@ class _TorchDtypes(dict):
 
     def __missing__(self, key):
         torch = sys.modules["torch"]
-        self.update({torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64),
-                     torch.float16: np.dtype(np.float16), torch.bfloat16: _BF16})
-        for k in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
-            if k == key:
-                return self[k]
-        self[key] = None
-        return None
+        floats = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64),
+                  torch.float16: np.dtype(np.float16), torch.bfloat16: _BF16}
+        self[key] = floats.get(key)
+        return self[key]
 
 
 _TORCH_DTYPES = _TorchDtypes()
@@ -623,8 +620,7 @@ def row_norm_backward(rms, dy, x, mean, rstd, w, axis, out):
     M, N = math.prod(lead), math.prod(feat)
     mp = 0 if rms else c.stat("mean", dt, lead)
     sp = c.stat("rstd", dt, lead)
-    c.param("weight", dt, feat, convert=False)
-    wdt = c.views["weight"].dtype if "weight" in c.views else dt
+    wdt = c.views["weight"].dtype if "weight" in c.views else dt  # checked by row_params first
     acc = acc_dtype(dt)
     (wp,), in_dt = c.row_params(("weight",), dt, feat, in_dtype=dt != acc and wdt == dt)
     gdt = dt if in_dt else acc  # the parameter gradients' dtype out of the kernels

@@ -168,6 +168,8 @@ template <class T> const char* fwd(const RowNormFwdArgs& a, bool rms, cudaStream
   const void* ptrs[] = {a.x, a.res, a.y, a.h, a.weight, a.bias};
   const int64_t lds[] = {a.ldx, a.ldr, a.N, a.N, 0, 0};
   const Plan p = plan_rows<T>(a.N, kFwdElems<T>);
+  // The cached kernel has one row group per block, no grid-stride loop: never cap its grid.
+  if (p.items && (a.M + p.rpb - 1) / p.rpb > int64_t{1} << 30) return "too many rows for one launch";
   const bool al = aligned16<T>(a.N, ptrs, lds, 6);
   return by_param<T>(a.param_in_dtype, [&]<class W>() {
     by_plan<T, kFwdElems<T>>(p, al, [&]<bool AL, int ITEMS>() {
