@@ -1,9 +1,9 @@
-// Bindings for local response normalization (forward with optional scale, backward).
+// Bindings for local response normalization (forward with optional scale, backward), on host or
+// GPU arrays.
 #include <cmath>
 #include <sstream>
 
 #include "chan_view.h"
-#include "checks.h"
 #include "normkit/lrn.h"
 
 namespace nk::bind {
@@ -20,37 +20,39 @@ void check_lrn(int64_t size, double alpha, double beta, double k) {
 
 py::object lrn_forward(py::handle x_, int64_t size, double alpha, double beta, double k, int64_t channel_axis,
                        py::handle out_, bool want_scale) {
-  View v = chan_view(x_, channel_axis);
+  Call c("local_response_norm", {{"x", x_}, {"out", out_}});
+  const Chan v = chan_of(c, channel_axis);
   check_lrn(size, alpha, beta, k);
-  py::array y = output(out_, v);
-  py::array scale = want_scale ? empty(v.shape, acc_dtype(v.dt)) : py::array();
-  LrnFwdArgs a{v.dt, v.layout, v.N, v.C, v.S, v.xp(), v.at(y), want_scale ? scale.mutable_data() : nullptr,
-               size, alpha, beta, k};
-  if (v.x.size() > 0) {
-    py::gil_scoped_release nogil;
-    lrn_fwd(a);
-  }
-  if (want_scale) return py::make_tuple(y, scale);
-  return y;
+  c.out("out", v.shape, v.dt);
+  Arr& y = c.output("out", "y", v.shape, v.dt);
+  c.protect("x", "y", true);  // each output reads its channel neighbours: x must not change under it
+  Arr scale = want_scale ? c.empty(v.shape, v.dt == DType::f64 ? DType::f64 : DType::f32) : Arr{};
+  const LrnFwdArgs a{v.dt, v.layout, v.N, v.C, v.S, c["x"].data<const void>(), y.data(),
+                     want_scale ? scale.data() : nullptr, size, alpha, beta, k};
+  if (v.size() > 0)
+    c.run("local_response_norm forward", [&](const Backend& be, int dev, void* s) { return be.lrn_fwd(a, dev, s); });
+  if (want_scale) return py::make_tuple(c.result(y), c.result(scale));
+  return c.result(y);
 }
 
 py::tuple lrn_backward(py::handle dy_, py::handle x_, py::handle y_, py::handle scale_, int64_t size, double alpha,
                        double beta, double k, int64_t channel_axis, py::handle out_) {
-  View v = chan_view(x_, channel_axis);
+  Call c("local_response_norm_backward", {{"dy", dy_}, {"x", x_}, {"y", y_}, {"scale", scale_}, {"out", out_}});
+  const Chan v = chan_of(c, channel_axis);
   check_lrn(size, alpha, beta, k);
-  py::array dy = same_as_x(dy_, "dy", v);
-  py::array y = same_as_x(y_, "y", v);
-  py::array scale = stat_acc(scale_, "scale", v.dt, v.shape);
-  py::array dx = grad_output(out_, v, dy);
-  if (overlaps(dx, y)) y = y.attr("copy")();
-  if (overlaps(dx, scale)) scale = scale.attr("copy")();
-  LrnBwdArgs a{v.dt, v.layout, v.N, v.C, v.S, dy.data(), v.xp(), y.data(), scale.data(), v.at(dx), size,
-               alpha, beta, k};
-  if (v.x.size() > 0) {
-    py::gil_scoped_release nogil;
-    lrn_bwd(a);
-  }
-  return py::make_tuple(dx);
+  like_x(c, "dy");
+  like_x(c, "y");
+  c.stat("scale", v.dt, v.shape);
+  c.out("out", v.shape, v.dt);
+  const DType acc = v.dt == DType::f64 ? DType::f64 : DType::f32;
+  c.in_dtype("scale", acc);
+  Arr& dx = c.output("out", "dx", v.shape, v.dt);
+  for (const char* name : {"x", "dy", "y", "scale"}) c.protect(name, "dx", true);
+  const LrnBwdArgs a{v.dt, v.layout, v.N, v.C, v.S, c["dy"].data<const void>(), c["x"].data<const void>(),
+                     c["y"].data<const void>(), c["scale"].data<const void>(), dx.data(), size, alpha, beta, k};
+  if (v.size() > 0)
+    c.run("local_response_norm backward", [&](const Backend& be, int dev, void* s) { return be.lrn_bwd(a, dev, s); });
+  return py::make_tuple(c.result(dx));
 }
 
 }  // namespace

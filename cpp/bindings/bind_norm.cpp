@@ -1,147 +1,144 @@
-// Bindings for the row normalizations: layer_norm, rms_norm and their add_* variants.
+// Bindings for the row normalizations: layer_norm, rms_norm and their add_* variants, on host
+// or GPU arrays (array.h: the rules once, then the kernels of the arrays' device).
 #include <limits>
 
-#include "checks.h"
+#include "array.h"
 #include "normkit/norm.h"
 
 namespace nk::bind {
 namespace {
 
-// Re-reads `rows` from a private copy when it overlaps `out` in any way other than in place.
-void protect_from(Rows& rows, const py::array& out, int64_t axis) {
-  if (overlaps(rows.arr, out) && !same_layout(rows.arr, out)) rows = rows_of(py::array(rows.arr.attr("copy")()), axis);
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+struct RowShape {
+  int64_t ax, M, N;
+  std::vector<int64_t> feat, lead;
+};
+
+RowShape row_shape(const Arr& x, int64_t axis) {
+  RowShape r;
+  r.ax = normalize_axis(axis, x.ndim(), "axis");
+  r.feat.assign(x.shape.begin() + r.ax, x.shape.end());
+  r.lead.assign(x.shape.begin(), x.shape.begin() + r.ax);
+  r.M = prod(r.lead, 0, r.lead.size());
+  r.N = prod(r.feat, 0, r.feat.size());
+  return r;
+}
+
+// Whether the kernels read weight/bias in x's dtype (the device's kernels can, for 16-bit data
+// whose given parameters all have x's dtype) rather than in the accumulation dtype.
+bool params_in_dtype(const Call& c, DType dt, std::initializer_list<const char*> names) {
+  if (!c.backend().params_in_dtype || dt == DType::f32 || dt == DType::f64) return false;
+  for (const char* n : names)
+    if (c.has(n) && c.get(n).dt() != dt) return false;
+  return true;
 }
 
 // Forward of LayerNorm (rms=false) or RMSNorm (rms=true), optionally on h = x + residual.
 // Returns y, or (y[, h], [mean,] rstd) when want_stats / residual.
 py::object row_norm_forward(bool rms, py::handle x_, py::handle res_, py::handle w_, py::handle b_, int64_t axis,
                             double eps, py::handle out_, bool want_stats) {
-  const py::array x = as_ndarray(x_, "x");
-  const DType dt = float_dtype(x, "x");
-  const int64_t nd = x.ndim();
-  const int64_t ax = normalize_axis(axis, nd, "axis");
+  Call c(rms ? "rms_norm" : "layer_norm",
+         {{"x", x_}, {"residual", res_}, {"weight", w_}, {"bias", rms ? py::handle(Py_None) : b_}, {"out", out_}});
+  const DType dt = c.floats("x");
+  const RowShape r = row_shape(c["x"], axis);
   check_eps(eps);
-  const std::vector<int64_t> shape = shape_of(x);
-  const std::vector<int64_t> feat(shape.begin() + ax, shape.end()), lead(shape.begin(), shape.begin() + ax);
-  const int64_t M = prod(shape, 0, ax), N = prod(shape, ax, shape.size());
+  const std::vector<int64_t> shape = c["x"].shape;
+  const bool add = c.has("residual");
+  c.same_as("residual", "x");
+  c.param("weight", dt, r.feat);
+  c.param("bias", dt, r.feat);
+  c.out("out", shape, dt);
 
-  const bool add = !res_.is_none();
-  py::array res;
-  if (add) {
-    res = as_ndarray(res_, "residual");
-    if (!res.dtype().equal(x.dtype()))
-      throw py::type_error("residual has dtype " + std::string(py::str(res.dtype())) + "; expected " +
-                           std::string(py::str(x.dtype())) + " (the dtype of x)");
-    if (shape_of(res) != shape)
-      throw py::value_error("residual has shape " + shape_str(res) + "; expected " + shape_str(shape) + " (the shape of x)");
-  }
-  const py::object w = param_acc(w_, "weight", dt, feat);
-  const py::object b = rms ? py::object(py::none()) : param_acc(b_, "bias", dt, feat);
-  py::array y = out_.is_none() ? empty(shape, x.dtype()) : check_out(out_, "out", shape, x.dtype());
-
-  Rows xr = rows_of(x, ax);
-  Rows rr = add ? rows_of(res, ax) : Rows{py::array(), nullptr, 0};
-  py::array h;
-  if (!out_.is_none()) {
-    protect_from(xr, y, ax);
-    if (add) protect_from(rr, y, ax);
-  }
-  if (add) h = empty(shape, x.dtype());
-  const py::dtype acc = acc_dtype(dt);
-  const bool stats = want_stats || add;
-  py::array mean, rstd;
-  if (stats) {
-    if (!rms) mean = empty(lead, acc);
-    rstd = empty(lead, acc);
-  }
-
+  const bool in_dt = params_in_dtype(c, dt, {"weight", "bias"});
+  const DType acc = dt == DType::f64 ? DType::f64 : DType::f32;
   RowNormFwdArgs a{};
   a.dtype = dt;
-  a.M = M;
-  a.N = N;
-  a.x = xr.ptr;
-  a.ldx = xr.ld;
-  a.res = add ? rr.ptr : nullptr;
-  a.ldr = rr.ld;
-  a.weight = ptr_or_null(w);
-  a.bias = ptr_or_null(b);
-  a.y = y.mutable_data();
-  a.h = add ? h.mutable_data() : nullptr;
-  a.mean = stats && !rms ? mean.mutable_data() : nullptr;
-  a.rstd = stats ? rstd.mutable_data() : nullptr;
+  a.M = r.M;
+  a.N = r.N;
+  a.param_in_dtype = in_dt;
+  a.weight = c.in_dtype("weight", in_dt ? dt : acc);
+  a.bias = c.in_dtype("bias", in_dt ? dt : acc);
+  Arr& y = c.output("out", "y", shape, dt);
+  c.protect("x", "y");
+  c.protect("residual", "y");
+  a.x = c.rows("x", r.ax, &a.ldx);
+  a.res = add ? c.rows("residual", r.ax, &a.ldr) : nullptr;
+  a.y = y.data();
+  Arr h = add ? c.empty(shape, dt) : Arr{};
+  a.h = add ? h.data() : nullptr;
+  const bool stats = want_stats || add;
+  Arr mean = stats && !rms ? c.empty(r.lead, acc) : Arr{};
+  Arr rstd = stats ? c.empty(r.lead, acc) : Arr{};
+  a.mean = mean.given() ? mean.data() : nullptr;
+  a.rstd = rstd.given() ? rstd.data() : nullptr;
   a.eps = eps;
-  if (M > 0 && N > 0) {
-    py::gil_scoped_release nogil;
-    if (rms) rms_norm_fwd(a); else layer_norm_fwd(a);
-  } else if (M > 0 && stats) {  // rows of zero length: statistics are undefined
-    if (!rms) mean.attr("fill")(std::numeric_limits<double>::quiet_NaN());
-    rstd.attr("fill")(std::numeric_limits<double>::quiet_NaN());
+  if (r.M > 0 && r.N > 0) {
+    c.run(rms ? "rms_norm forward" : "layer_norm forward", [&](const Backend& be, int dev, void* s) {
+      return rms ? be.rms_norm_fwd(a, dev, s) : be.layer_norm_fwd(a, dev, s);
+    });
+  } else if (r.M > 0 && stats) {  // rows of zero length: statistics are undefined
+    if (!rms) c.fill(mean, kNaN);
+    c.fill(rstd, kNaN);
   }
-  if (!stats) return y;
-  if (add && !want_stats) return py::make_tuple(y, h);
+  if (!stats) return c.result(y);
+  if (add && !want_stats) return py::make_tuple(c.result(y), c.result(h));
   py::list outs;
-  outs.append(y);
-  if (add) outs.append(h);
-  if (!rms) outs.append(mean);
-  outs.append(rstd);
+  outs.append(c.result(y));
+  if (add) outs.append(c.result(h));
+  if (!rms) outs.append(c.result(mean));
+  outs.append(c.result(rstd));
   return py::tuple(outs);
 }
 
 // Backward of LayerNorm / RMSNorm: (dx, dweight[, dbias]).
 py::tuple row_norm_backward(bool rms, py::handle dy_, py::handle x_, py::handle mean_, py::handle rstd_,
                             py::handle w_, int64_t axis, py::handle out_) {
-  const py::array x = as_ndarray(x_, "x");
-  const DType dt = float_dtype(x, "x");
-  const py::array dy = as_ndarray(dy_, "dy");
-  if (!dy.dtype().equal(x.dtype()))
-    throw py::type_error("dy has dtype " + std::string(py::str(dy.dtype())) + "; expected " +
-                         std::string(py::str(x.dtype())) + " (the dtype of x)");
-  const std::vector<int64_t> shape = shape_of(x);
-  if (shape_of(dy) != shape)
-    throw py::value_error("dy has shape " + shape_str(dy) + "; expected " + shape_str(shape) + " (the shape of x)");
-  const int64_t ax = normalize_axis(axis, x.ndim(), "axis");
-  const std::vector<int64_t> feat(shape.begin() + ax, shape.end()), lead(shape.begin(), shape.begin() + ax);
-  const int64_t M = prod(shape, 0, ax), N = prod(shape, ax, shape.size());
-  const py::array mean = rms ? py::array() : stat_acc(mean_, "mean", dt, lead);
-  const py::array rstd = stat_acc(rstd_, "rstd", dt, lead);
-  py::dtype wdt = x.dtype();
-  const py::object w = param_acc(w_, "weight", dt, feat, &wdt);
-  py::array dx = out_.is_none() ? empty(shape, x.dtype()) : check_out(out_, "out", shape, x.dtype());
+  Call c(rms ? "rms_norm_backward" : "layer_norm_backward",
+         {{"dy", dy_}, {"x", x_}, {"mean", rms ? py::handle(Py_None) : mean_}, {"rstd", rstd_}, {"weight", w_},
+          {"out", out_}});
+  const DType dt = c.floats("x");
+  if (!c.has("dy")) throw py::type_error("dy must be a numpy.ndarray, got NoneType");
+  c.same_as("dy", "x");
+  const std::vector<int64_t> shape = c["x"].shape;
+  const RowShape r = row_shape(c["x"], axis);
+  if (!rms) c.stat("mean", dt, r.lead, " (the input's shape before axis)");
+  c.stat("rstd", dt, r.lead, " (the input's shape before axis)");
+  c.param("weight", dt, r.feat);
+  c.out("out", shape, dt);
 
-  Rows xr = rows_of(x, ax), dyr = rows_of(dy, ax);
-  if (!out_.is_none()) {
-    protect_from(xr, dx, ax);
-    protect_from(dyr, dx, ax);
-  }
-  const py::dtype acc = acc_dtype(dt);
-  py::array dw = empty(feat, acc), db = rms ? py::array() : empty(feat, acc);
-
+  const DType acc = dt == DType::f64 ? DType::f64 : DType::f32;
+  const DType wdt = c.has("weight") ? c["weight"].dt() : dt;  // the parameter gradients' dtype
+  const bool in_dt = params_in_dtype(c, dt, {"weight"}) && wdt == dt;
+  const DType gdt = in_dt ? dt : acc;  // the gradients' dtype out of the kernels
   RowNormBwdArgs a{};
   a.dtype = dt;
-  a.M = M;
-  a.N = N;
-  a.dy = dyr.ptr;
-  a.lddy = dyr.ld;
-  a.x = xr.ptr;
-  a.ldx = xr.ld;
-  a.mean = rms ? nullptr : mean.data();
-  a.rstd = rstd.data();
-  a.weight = ptr_or_null(w);
-  a.dx = dx.mutable_data();
-  a.dweight = dw.mutable_data();
-  a.dbias = rms ? nullptr : db.mutable_data();
-  if (M > 0 && N > 0) {
-    py::gil_scoped_release nogil;
-    if (rms) rms_norm_bwd(a); else layer_norm_bwd(a);
+  a.M = r.M;
+  a.N = r.N;
+  a.param_in_dtype = in_dt;
+  a.mean = rms ? nullptr : c.in_dtype("mean", acc);
+  a.rstd = c.in_dtype("rstd", acc);
+  a.weight = c.in_dtype("weight", gdt);
+  Arr& dx = c.output("out", "dx", shape, dt);
+  c.protect("x", "dx");
+  c.protect("dy", "dx");
+  a.x = c.rows("x", r.ax, &a.ldx);
+  a.dy = c.rows("dy", r.ax, &a.lddy);
+  a.dx = dx.data();
+  Arr dw = c.empty(r.feat, gdt);
+  Arr db = rms ? Arr{} : c.empty(r.feat, gdt);
+  a.dweight = dw.data();
+  a.dbias = rms ? nullptr : db.data();
+  if (r.M > 0 && r.N > 0) {
+    c.run(rms ? "rms_norm backward" : "layer_norm backward", [&](const Backend& be, int dev, void* s) {
+      return rms ? be.rms_norm_bwd(a, dev, s) : be.layer_norm_bwd(a, dev, s);
+    });
   } else {
-    dw.attr("fill")(0.0);
-    if (!rms) db.attr("fill")(0.0);
+    c.fill(dw, 0.0);
+    if (!rms) c.fill(db, 0.0);
   }
-  const auto to_param = [&](const py::array& g) -> py::object {
-    return g.dtype().equal(wdt) ? py::object(g) : g.attr("astype")(wdt);
-  };
-  if (rms) return py::make_tuple(dx, to_param(dw));
-  return py::make_tuple(dx, to_param(dw), to_param(db));
+  if (rms) return py::make_tuple(c.result(dx), c.result(c.cast(dw, wdt)));
+  return py::make_tuple(c.result(dx), c.result(c.cast(dw, wdt)), c.result(c.cast(db, wdt)));
 }
 
 }  // namespace

@@ -42,16 +42,21 @@ py::array as_ndarray(py::handle obj, const char* name) {
   return py::reinterpret_borrow<py::array>(obj);
 }
 
+bool float_dtype_of(const py::dtype& dt, DType* out) {
+  const int num = dt.num();
+  if (dt.byteorder() == '>') return false;
+  if (num == py::detail::npy_api::NPY_FLOAT_) *out = DType::f32;
+  else if (num == py::detail::npy_api::NPY_DOUBLE_) *out = DType::f64;
+  else if (num == 23 /* NPY_HALF */) *out = DType::f16;
+  else if (g_bf16_num >= 0 && num == g_bf16_num) *out = DType::bf16;
+  else return false;
+  return true;
+}
+
 DType float_dtype(const py::array& a, const char* name) {
   const py::dtype dt = a.dtype();
-  const int num = dt.num();
-  const bool native = dt.byteorder() != '>';
-  if (native) {
-    if (num == py::detail::npy_api::NPY_FLOAT_) return DType::f32;
-    if (num == py::detail::npy_api::NPY_DOUBLE_) return DType::f64;
-    if (num == 23 /* NPY_HALF */) return DType::f16;
-    if (g_bf16_num >= 0 && num == g_bf16_num) return DType::bf16;
-  }
+  DType out;
+  if (float_dtype_of(dt, &out)) return out;
   throw py::type_error(std::string(name) + " has dtype " + std::string(py::str(dt)) +
                        "; expected float32, float64, float16 or bfloat16 (native byte order)");
 }

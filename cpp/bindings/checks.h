@@ -25,6 +25,8 @@ std::vector<int64_t> shape_of(const py::array& a);
 py::array as_ndarray(py::handle obj, const char* name);
 // The array's float dtype (TypeError for any other dtype or a non-native byte order).
 DType float_dtype(const py::array& a, const char* name);
+// Whether dt is one of the four float dtypes in native byte order (and which).
+bool float_dtype_of(const py::dtype& dt, DType* out);
 const char* dtype_name(DType dt);
 py::dtype numpy_dtype(DType dt);
 // float32 for f32/f16/bf16 data, float64 for f64 data.

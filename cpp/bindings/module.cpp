@@ -16,6 +16,7 @@ void bind_dropout(py::module_& m);
 void bind_lrn(py::module_& m);
 void bind_reg(py::module_& m);
 void bind_augment(py::module_& m);
+void bind_array(py::module_& m);
 }
 
 PYBIND11_MODULE(_core, m) {
@@ -44,6 +45,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("_set_cache_sizes", &nk::set_cache_sizes, py::arg("llc_bytes"), py::arg("l2_bytes"),
         "Test hook: cache sizes the kernels plan with (0 = detected).");
   m.def("_set_bfloat16_dtype", &nk::bind::set_bfloat16_dtype, py::arg("dtype"));
+  nk::bind::bind_array(m);
   nk::bind::bind_norm(m);
   nk::bind::bind_chan(m);
   nk::bind::bind_dropout(m);

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _core, _gpu
+from . import _core
 from ._args import clear_arg_errors
 
 Array = np.ndarray
@@ -64,8 +64,6 @@ def batch_norm(
         bad shapes, ``channel_axis``, ``eps`` or ``momentum``.
     """
     args = (x, weight, bias, running_mean, running_var, training, momentum, eps, channel_axis, out, False)
-    if _gpu.any_on_gpu(x, weight, bias, running_mean, running_var, out):
-        return _gpu.batch_norm_forward(*args)
     return _core.batch_norm_forward(*args)
 
 
@@ -86,8 +84,6 @@ def batch_norm_forward(
     """:func:`batch_norm` that also returns ``(save_mean, save_rstd)`` of shape ``(C,)``: the
     batch statistics in training, the running ones (``1 / sqrt(running_var + eps)``) in eval."""
     args = (x, weight, bias, running_mean, running_var, training, momentum, eps, channel_axis, out, True)
-    if _gpu.any_on_gpu(x, weight, bias, running_mean, running_var, out):
-        return _gpu.batch_norm_forward(*args)
     return _core.batch_norm_forward(*args)
 
 
@@ -111,8 +107,6 @@ def batch_norm_backward(
     save_rstd``. ``out`` receives ``dx`` and may be ``dy`` itself.
     """
     args = (dy, x, save_mean, save_rstd, weight, training, channel_axis, out)
-    if _gpu.any_on_gpu(dy, x, save_mean, save_rstd, weight, out):
-        return _gpu.batch_norm_backward(*args)
     return _core.batch_norm_backward(*args)
 
 
@@ -134,8 +128,6 @@ def group_norm(
     ``num_groups`` must divide C (``ValueError`` otherwise).
     """
     args = (x, num_groups, weight, bias, eps, channel_axis, out, False)
-    if _gpu.any_on_gpu(x, weight, bias, out):
-        return _gpu.group_norm_forward(*args)
     return _core.group_norm_forward(*args)
 
 
@@ -152,8 +144,6 @@ def group_norm_forward(
 ) -> tuple[Array, Array, Array]:
     """:func:`group_norm` that also returns ``(mean, rstd)`` of shape ``(N, num_groups)``."""
     args = (x, num_groups, weight, bias, eps, channel_axis, out, True)
-    if _gpu.any_on_gpu(x, weight, bias, out):
-        return _gpu.group_norm_forward(*args)
     return _core.group_norm_forward(*args)
 
 
@@ -172,8 +162,6 @@ def group_norm_backward(
     """Gradients of :func:`group_norm`: ``(dx, dweight, dbias)``. Per group, with ``g = dy *
     weight[c]``: ``dx = rstd * (g - mean(g) - xhat * mean(g * xhat))``."""
     args = (dy, x, mean, rstd, weight, num_groups, channel_axis, out)
-    if _gpu.any_on_gpu(dy, x, mean, rstd, weight, out):
-        return _gpu.group_norm_backward(*args)
     return _core.group_norm_backward(*args)
 
 
@@ -199,8 +187,6 @@ def instance_norm(
     running statistics, which it requires. ``affine`` is optional: omit ``weight``/``bias``.
     """
     args = (x, weight, bias, running_mean, running_var, use_input_stats, momentum, eps, channel_axis, out, False)
-    if _gpu.any_on_gpu(x, weight, bias, running_mean, running_var, out):
-        return _gpu.instance_norm_forward(*args)
     return _core.instance_norm_forward(*args)
 
 
@@ -220,8 +206,6 @@ def instance_norm_forward(
 ) -> tuple[Array, Array, Array]:
     """:func:`instance_norm` that also returns ``(mean, rstd)`` of shape ``(N, C)``."""
     args = (x, weight, bias, running_mean, running_var, use_input_stats, momentum, eps, channel_axis, out, True)
-    if _gpu.any_on_gpu(x, weight, bias, running_mean, running_var, out):
-        return _gpu.instance_norm_forward(*args)
     return _core.instance_norm_forward(*args)
 
 
@@ -240,8 +224,6 @@ def instance_norm_backward(
     """Gradients of :func:`instance_norm`: ``(dx, dweight, dbias)``. With
     ``use_input_stats=False`` (running statistics, constants) the backward is the affine map's."""
     args = (dy, x, mean, rstd, weight, channel_axis, use_input_stats, out)
-    if _gpu.any_on_gpu(dy, x, mean, rstd, weight, out):
-        return _gpu.instance_norm_backward(*args)
     return _core.instance_norm_backward(*args)
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _core, _gpu
+from . import _core
 from . import random as _random
 from ._args import clear_arg_errors
 
@@ -51,20 +51,8 @@ def dropout(
     ValueError
         ``p`` outside [0, 1), ``seed`` outside [0, 2**64), bad ``out``.
     """
-    gpu = _gpu.any_on_gpu(x, out)
     if not training:
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"p must be in [0, 1), got {p}")
-        if out is None:
-            return x
-        if gpu:
-            _gpu.Call("dropout", x=x, out=out)  # same device and library
-            out[...] = x
-        elif out is not x:
-            np.copyto(out, x)
-        return out
-    if gpu:
-        return _gpu.dropout(x, "x", p, _seed(seed), None, out, False)
+        return _core.dropout_identity(x, p, out)
     return _core.dropout(x, p, _seed(seed), out, False)
 
 
@@ -77,8 +65,6 @@ def dropout_forward(x: Array, p: float = 0.5, *, seed: int | None = None) -> tup
     y : ndarray, x's shape and dtype
     mask : ndarray of bool, x's shape; True where the element was kept
     """
-    if _gpu.any_on_gpu(x):
-        return _gpu.dropout(x, "x", p, _seed(seed), None, None, True)
     return _core.dropout(x, p, _seed(seed), None, True)
 
 
@@ -102,6 +88,4 @@ def dropout_backward(
     TypeError
         ``mask`` not a bool array.
     """
-    if _gpu.any_on_gpu(dy, mask):
-        return (_gpu.dropout(dy, "dy", p, seed, mask, None, False),)
     return (_core.dropout_backward(dy, mask, p, seed, None),)

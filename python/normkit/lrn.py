@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _core, _gpu
+from . import _core
 from ._args import clear_arg_errors
 
 Array = np.ndarray
@@ -48,8 +48,6 @@ def local_response_norm(
     -------
     y : ndarray, x's shape and dtype
     """
-    if _gpu.any_on_gpu(x, out):
-        return _gpu.lrn_forward(x, size, alpha, beta, k, channel_axis, out, False)
     return _core.local_response_norm(x, size, alpha, beta, k, channel_axis, out, False)
 
 
@@ -71,8 +69,6 @@ def local_response_norm_forward(
     y : ndarray, x's shape and dtype
     scale : ndarray, x's shape, float32 (float64 for float64 x): ``k + alpha/size * window_sum(x**2)``
     """
-    if _gpu.any_on_gpu(x, out):
-        return _gpu.lrn_forward(x, size, alpha, beta, k, channel_axis, out, True)
     return _core.local_response_norm(x, size, alpha, beta, k, channel_axis, out, True)
 
 
@@ -97,6 +93,4 @@ def local_response_norm_backward(
     -------
     (dx,) : ndarray, x's shape and dtype
     """
-    if _gpu.any_on_gpu(dy, x, y, scale):
-        return _gpu.lrn_backward(dy, x, y, scale, size, alpha, beta, 1.0, channel_axis)
     return _core.local_response_norm_backward(dy, x, y, scale, size, alpha, beta, 1.0, channel_axis, None)

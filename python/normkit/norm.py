@@ -10,21 +10,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _core, _gpu
+from . import _core
 from ._args import clear_arg_errors
 
 Array = np.ndarray
 
 
 def _fwd(rms, x, res, w, b, axis, eps, out, want_stats):
-    if _gpu.any_on_gpu(x, res, w, b, out):
-        return _gpu.row_norm_forward(rms, x, res, w, b, axis, eps, out, want_stats)
     return _core.row_norm_forward(rms, x, res, w, b, axis, eps, out, want_stats)
 
 
 def _bwd(rms, dy, x, mean, rstd, w, axis, out):
-    if _gpu.any_on_gpu(dy, x, mean, rstd, w, out):
-        return _gpu.row_norm_backward(rms, dy, x, mean, rstd, w, axis, out)
     return _core.row_norm_backward(rms, dy, x, mean, rstd, w, axis, out)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _core, _gpu
+from . import _core
 from ._args import clear_arg_errors
 
 Array = np.ndarray
@@ -36,8 +36,6 @@ def l1_penalty(w: Array, lam: float) -> float:
     float
         The penalty, summed in float64 (deterministic for any thread count); 0.0 for empty ``w``.
     """
-    if _gpu.any_on_gpu(w):
-        return _gpu.penalty(w, lam, False)
     return _core.l1_penalty(w, lam)
 
 
@@ -55,8 +53,6 @@ def l2_penalty(w: Array, lam: float) -> float:
     float
         The penalty, summed in float64 (deterministic for any thread count); 0.0 for empty ``w``.
     """
-    if _gpu.any_on_gpu(w):
-        return _gpu.penalty(w, lam, True)
     return _core.l2_penalty(w, lam)
 
 
@@ -79,8 +75,6 @@ def add_l1_grad(grad: Array, w: Array, lam: float) -> Array:
     A NaN in ``w`` gives NaN in ``grad`` at that position. Use :func:`l1_prox` for updates
     that should reach exact zeros: subgradient steps oscillate around zero instead.
     """
-    if _gpu.any_on_gpu(grad, w):
-        return _gpu.update("add_l1_grad", "grad", grad, w, {"lam": lam})
     return _core.add_l1_grad(grad, w, lam)
 
 
@@ -98,8 +92,6 @@ def add_l2_grad(grad: Array, w: Array, lam: float) -> Array:
     -------
     grad : the same array object, updated
     """
-    if _gpu.any_on_gpu(grad, w):
-        return _gpu.update("add_l2_grad", "grad", grad, w, {"lam": lam})
     return _core.add_l2_grad(grad, w, lam)
 
 
@@ -121,8 +113,6 @@ def l1_prox(w: Array, threshold: float) -> Array:
     -------
     w : the same array object, updated
     """
-    if _gpu.any_on_gpu(w):
-        return _gpu.update("l1_prox", "w", w, None, {"threshold": threshold})
     return _core.l1_prox(w, threshold)
 
 
@@ -140,8 +130,6 @@ def weight_decay(w: Array, lr: float, wd: float) -> Array:
     -------
     w : the same array object, updated
     """
-    if _gpu.any_on_gpu(w):
-        return _gpu.update("weight_decay", "w", w, None, {"lr": lr, "wd": wd})
     return _core.weight_decay(w, lr, wd)
 
 
@@ -173,8 +161,6 @@ def max_norm(w: Array, max_value: float, *, axis: int = 0) -> Array:
     factor is rounded to float32 for float32/float16/bfloat16 data, so a rescaled slice's norm is
     ``max_value`` to within float32 (or the dtype's) rounding.
     """
-    if _gpu.any_on_gpu(w):
-        return _gpu.max_norm(w, max_value, axis)
     return _core.max_norm(w, max_value, axis)
 
 
