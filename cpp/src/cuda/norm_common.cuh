@@ -139,15 +139,16 @@ inline int64_t pow2_ceil(int64_t n) {
   return p;
 }
 
-// From (N, dtype) alone. max_elems: the most elements a thread keeps in registers.
-template <class T> Plan plan_rows(int64_t N, int max_elems) {
+// From (N, dtype) alone. max_elems: the most elements a thread keeps in registers; max_tpr: the
+// most threads of a row group (a power of two, at most 1024).
+template <class T> Plan plan_rows(int64_t N, int max_elems, int max_tpr = kMaxTpr) {
   constexpr int V = kVec16<T>;
   const int64_t packs = (N + V - 1) / V, max_items = std::max(1, max_elems / V);
   // Enough threads that each keeps at most max_items packs, and at least two packs per thread
   // for short rows (a warp or less per row), so that several loads are in flight.
   const int64_t tpr = std::max(pow2_ceil((packs + max_items - 1) / max_items),
                                std::min<int64_t>(32, pow2_ceil((packs + 1) / 2)));
-  if (tpr > kMaxTpr) return Plan{kLoopThreads, 1, 0};
+  if (tpr > max_tpr) return Plan{kLoopThreads, 1, 0};
   Plan p{};
   p.tpr = static_cast<int>(tpr);
   p.items = static_cast<int>(pow2_ceil((packs + tpr - 1) / tpr));
