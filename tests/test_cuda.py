@@ -3,7 +3,7 @@ references and the CPU kernels, bitwise reproducibility, 64-bit indexing, stream
 for every GPU array library installed (PyTorch, CuPy, JAX).
 
 The same tests also run on any machine through the stand-in GPU of tests/fake_gpu.py (library
-"fake": the CPU kernels behind _cuda's interface). That checks the tests themselves (their calls,
+"fake": host memory posing as device memory, the CPU kernels' table as its kernels). That checks the tests themselves (their calls,
 references and expectations) before GPU time is spent on them; it says nothing of the kernels."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import reference as ref
 from conftest import BF16, DTYPE_IDS, DTYPES, assert_close, randn
-from fake_gpu import FakeCuda, FakeGpuArray, make_lib
-from normkit import _gpu
+from fake_gpu import Fake as FakeGpu
+from fake_gpu import FakeGpuArray
 
 cuda_only = [pytest.mark.cuda, pytest.mark.skipif(not nk.has_cuda(), reason="no usable CUDA GPU")]
 
@@ -119,12 +119,10 @@ def _available():
 @pytest.fixture(scope="module", params=[pytest.param(n, marks=cuda_only) for n in ("torch", "cupy", "jax")] + ["fake"])
 def lib(request):
     if request.param == "fake":
-        if _gpu._cuda is None:
-            pytest.skip("normkit built without CUDA (no nvcc): no DLPack reader")
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(_gpu, "_cuda", FakeCuda(_gpu._cuda))
-            mp.setitem(_gpu._LIBS, FakeGpuArray.__module__.split(".")[0], make_lib())
+            f = FakeGpu(mp)
             yield Fake()
+            f.off()
         return
     found = {x.name: x for x in _available()}
     if request.param not in found:

@@ -10,20 +10,17 @@ import normkit as nk
 import numpy as np
 import pytest
 from conftest import DTYPE_IDS, DTYPES, assert_close
-from fake_gpu import FakeCuda, FakeGpuArray, make_lib
-from normkit import _gpu
+from fake_gpu import Fake, FakeGpuArray
+from normkit import _core, _gpu
 
 needs_module = pytest.mark.skipif(_gpu._cuda is None, reason="normkit built without CUDA (no nvcc)")
 
 
 @pytest.fixture
 def fake(monkeypatch):
-    if _gpu._cuda is None:
-        pytest.skip("normkit built without CUDA (no nvcc): no DLPack reader")
-    f = FakeCuda(_gpu._cuda)
-    monkeypatch.setattr(_gpu, "_cuda", f)
-    monkeypatch.setitem(_gpu._LIBS, FakeGpuArray.__module__.split(".")[0], make_lib())
-    return f
+    f = Fake(monkeypatch)
+    yield f
+    f.off()
 
 
 def _g(a):
@@ -77,7 +74,7 @@ def test_row_norms_through_gpu_layer_match_numpy(fake, dt, shape, axis, layout):
           nk.layer_norm_backward(dy, x, mean, rstd, w, axis=axis))
     _, rs = nk.rms_norm_forward(x, axis=axis)
     _same(_host(nk.rms_norm_backward(_g(dy), _g(x), _g(rs), axis=axis)), nk.rms_norm_backward(dy, x, rs, axis=axis))
-    assert all(c[-2] == 0 for c in fake.calls)  # device 0
+    assert fake.calls and all(c[1:] == (0, 12345) for c in fake.calls)  # device 0, the adapter's stream
 
 
 @pytest.mark.parametrize("dt", DTYPES, ids=DTYPE_IDS)
@@ -270,17 +267,14 @@ def test_has_cuda_matches_device_count():
     assert isinstance(_gpu._cuda.device_count(), int)
 
 
-@needs_module
 @pytest.mark.parametrize("dt", DTYPES, ids=DTYPE_IDS)
-def test_dlpack_reader(dt):
+def test_array_description(dt):
+    """One description from a NumPy array and from a GPU array (here read through DLPack)."""
     a = np.arange(24, dtype=np.float32).astype(dt).reshape(4, 6)[1:, ::2]
-    info = _gpu._cuda.dlpack_info(FakeGpuArray(a))
-    assert info["ptr"] == a.ctypes.data
-    assert info["shape"] == (3, 3) and info["strides"] == (6, 2)
-    assert _gpu._DLPACK[info["dtype"][:2]] == dt and info["dtype"][2] == 1
-    assert info["device"] == (1, 0)  # the host memory behind the fake
-    v = _gpu._View(FakeGpuArray(a), "a")
-    assert (v.ptr, v.shape, v.strides, v.dtype) == (a.ctypes.data, (3, 3), (6, 2), dt)
+    want = {"ptr": a.ctypes.data, "shape": (3, 3), "strides": a.strides, "dtype": str(np.dtype(dt))}
+    host, dev = _core._describe(a), _core._describe(FakeGpuArray(a))
+    assert {k: host[k] for k in want} == want and host["device"] == -1
+    assert {k: dev[k] for k in want} == want and dev["device"] == 0
 
 
 def test_host_arrays_are_not_gpu_arrays():
@@ -292,9 +286,7 @@ def test_host_arrays_are_not_gpu_arrays():
 
 def test_bf16_fake_export_is_bfloat16():
     a = np.ones((2, 2), ml_dtypes.bfloat16)
-    if _gpu._cuda is None:
-        pytest.skip("no DLPack reader")
-    assert _gpu._cuda.dlpack_info(FakeGpuArray(a))["dtype"] == (4, 16, 1)
+    assert _core._describe(FakeGpuArray(a))["dtype"] == "bfloat16"
 
 
 @pytest.mark.parametrize("dt", DTYPES, ids=DTYPE_IDS)

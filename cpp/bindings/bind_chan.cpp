@@ -20,7 +20,7 @@ DType acc_of(DType dt) { return dt == DType::f64 ? DType::f64 : DType::f32; }
 void check_momentum(double m) {
   if (!(m >= 0.0 && m <= 1.0)) {
     std::ostringstream s;
-    s << "momentum must be in [0, 1], got " << m;
+    s << "momentum must be in [0, 1], got " << num_str(m);
     throw py::value_error(s.str());
   }
 }

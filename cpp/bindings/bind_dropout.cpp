@@ -12,7 +12,7 @@ namespace {
 void check_p(double p) {
   if (!(p >= 0.0 && p < 1.0)) {
     std::ostringstream s;
-    s << "p must be in [0, 1), got " << p;
+    s << "p must be in [0, 1), got " << num_str(p);
     throw py::value_error(s.str());
   }
 }

@@ -12,9 +12,9 @@ namespace {
 void check_lrn(int64_t size, double alpha, double beta, double k) {
   std::ostringstream s;
   if (size < 1) s << "size must be >= 1, got " << size;
-  else if (!std::isfinite(alpha)) s << "alpha must be finite, got " << alpha;
-  else if (!std::isfinite(beta)) s << "beta must be finite, got " << beta;
-  else if (!(k > 0.0) || !std::isfinite(k)) s << "k must be a finite number > 0, got " << k;
+  else if (!std::isfinite(alpha)) s << "alpha must be finite, got " << num_str(alpha);
+  else if (!std::isfinite(beta)) s << "beta must be finite, got " << num_str(beta);
+  else if (!(k > 0.0) || !std::isfinite(k)) s << "k must be a finite number > 0, got " << num_str(k);
   if (!s.str().empty()) throw py::value_error(s.str());
 }
 

@@ -20,7 +20,7 @@ namespace {
 void check_nonneg(double v, const char* name) {
   if (!(v >= 0.0) || !std::isfinite(v)) {
     std::ostringstream s;
-    s << name << " must be a finite number >= 0, got " << v;
+    s << name << " must be a finite number >= 0, got " << num_str(v);
     throw py::value_error(s.str());
   }
 }

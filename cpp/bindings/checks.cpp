@@ -225,10 +225,12 @@ py::array stat_acc(py::handle p, const char* name, DType dt, const std::vector<i
   return numpy_fn("ascontiguousarray")(a, acc);
 }
 
+std::string num_str(double v) { return py::repr(py::float_(v)); }
+
 void check_eps(double eps, const char* name) {
   if (!(eps > 0.0) || !std::isfinite(eps)) {
     std::ostringstream s;
-    s << name << " must be a finite number > 0, got " << eps;
+    s << name << " must be a finite number > 0, got " << num_str(eps);
     throw py::value_error(s.str());
   }
 }

@@ -74,6 +74,9 @@ py::array contiguous(const py::array& a);
 // A seed: an int in [0, 2**64) (TypeError for another type, ValueError out of range).
 uint64_t as_seed(py::handle seed);
 
+// A number as Python writes it (repr of a float: 1.0, 1e-05, nan, inf), for messages.
+std::string num_str(double v);
+
 // eps > 0 and finite (ValueError otherwise).
 void check_eps(double eps, const char* name = "eps");
 
