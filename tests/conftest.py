@@ -105,3 +105,18 @@ def cache_sizes():
 
 def randn(rng, shape, dtype, scale=1.0, offset=0.0):
     return (rng.standard_normal(shape) * scale + offset).astype(np.float32 if dtype != np.float64 else np.float64).astype(dtype)
+
+
+@pytest.fixture(params=["host", "gpu"])
+def on(request, monkeypatch):
+    """Where the bad-input tables put their arrays: NumPy arrays, or the stand-in GPU's arrays
+    (tests/fake_gpu.py). The argument rules are written once in the bindings and must hold alike
+    on both; `on(a)` places a NumPy array (anything else is passed through)."""
+    if request.param == "host":
+        yield lambda a: a
+        return
+    from fake_gpu import Fake, FakeGpuArray
+
+    fake = Fake(monkeypatch)
+    yield lambda a: FakeGpuArray(a) if isinstance(a, np.ndarray) else a
+    fake.off()

@@ -423,25 +423,27 @@ def test_bitwise_identical_for_any_cache_size(isa, rng, threads, cache_sizes, dt
 # ---------------------------------------------------------------- bad inputs
 
 
-def test_bad_inputs_raise_clear_errors():
-    x = np.ones((2, 4, 3), np.float32)
-    w = np.ones(4, np.float32)
-    rm, rv = np.zeros(4, np.float32), np.ones(4, np.float32)
-    m, s = np.zeros(4, np.float32), np.ones(4, np.float32)
-    gm, gs = np.zeros((2, 2), np.float32), np.ones((2, 2), np.float32)
+def test_bad_inputs_raise_clear_errors(on):
+    """The same rules for NumPy arrays and GPU arrays (`on`)."""
+    g = on
+    x = g(np.ones((2, 4, 3), np.float32))
+    w = g(np.ones(4, np.float32))
+    rm, rv = g(np.zeros(4, np.float32)), g(np.ones(4, np.float32))
+    m, s = g(np.zeros(4, np.float32)), g(np.ones(4, np.float32))
+    gm, gs = g(np.zeros((2, 2), np.float32)), g(np.ones((2, 2), np.float32))
     cases = [
         (TypeError, "x must be a numpy.ndarray", lambda: nk.batch_norm([[1.0, 2.0]], training=True)),
-        (TypeError, "x has dtype int64", lambda: nk.batch_norm(np.ones((2, 4), np.int64), training=True)),
-        (TypeError, "x has dtype int32", lambda: nk.group_norm(np.ones((2, 4), np.int32), 2)),
-        (TypeError, "x has dtype complex64", lambda: nk.instance_norm(np.ones((2, 4, 3), np.complex64))),
-        (ValueError, r"\bx\b", lambda: nk.batch_norm(np.ones(4, np.float32), training=True)),
-        (ValueError, r"\bx\b", lambda: nk.group_norm(np.ones(4, np.float32), 1)),
-        (ValueError, r"weight has shape \(5,\); expected \(4,\)", lambda: nk.batch_norm(x, np.ones(5, np.float32),
+        (TypeError, "x has dtype int64", lambda: nk.batch_norm(g(np.ones((2, 4), np.int64)), training=True)),
+        (TypeError, "x has dtype int32", lambda: nk.group_norm(g(np.ones((2, 4), np.int32)), 2)),
+        (TypeError, "x has dtype complex64", lambda: nk.instance_norm(g(np.ones((2, 4, 3), np.complex64)))),
+        (ValueError, r"\bx\b", lambda: nk.batch_norm(g(np.ones(4, np.float32)), training=True)),
+        (ValueError, r"\bx\b", lambda: nk.group_norm(g(np.ones(4, np.float32)), 1)),
+        (ValueError, r"weight has shape \(5,\); expected \(4,\)", lambda: nk.batch_norm(x, g(np.ones(5, np.float32)),
                                                                                           training=True)),
-        (ValueError, r"bias has shape \(4, 1\)", lambda: nk.group_norm(x, 2, w, np.ones((4, 1), np.float32))),
-        (ValueError, r"weight has shape \(3,\)", lambda: nk.instance_norm(x, np.ones(3, np.float32))),
-        (TypeError, "weight has dtype int32", lambda: nk.batch_norm(x, np.ones(4, np.int32), training=True)),
-        (TypeError, "weight has dtype float64", lambda: nk.group_norm(x, 2, np.ones(4))),
+        (ValueError, r"bias has shape \(4, 1\)", lambda: nk.group_norm(x, 2, w, g(np.ones((4, 1), np.float32)))),
+        (ValueError, r"weight has shape \(3,\)", lambda: nk.instance_norm(x, g(np.ones(3, np.float32)))),
+        (TypeError, "weight has dtype int32", lambda: nk.batch_norm(x, g(np.ones(4, np.int32)), training=True)),
+        (TypeError, "weight has dtype float64", lambda: nk.group_norm(x, 2, g(np.ones(4)))),
         (ValueError, "channel_axis", lambda: nk.batch_norm(x, training=True, channel_axis=0)),
         (ValueError, "channel_axis", lambda: nk.group_norm(x[..., None], 2, channel_axis=2)),
         (ValueError, "channel_axis", lambda: nk.instance_norm(x, channel_axis=-2)),
@@ -459,9 +461,9 @@ def test_bad_inputs_raise_clear_errors():
         (ValueError, "running", lambda: nk.instance_norm(x, use_input_stats=False)),
         (ValueError, r"running_mean has shape \(3,\)", lambda: nk.batch_norm(x, None, None, rm[:3], rv)),
         (ValueError, r"running_var has shape \(5,\)",
-         lambda: nk.batch_norm(x, None, None, rm, np.ones(5, np.float32), training=True)),
-        (TypeError, "running_mean has dtype int64", lambda: nk.batch_norm(x, None, None, np.zeros(4, np.int64), rv)),
-        (TypeError, "running_var must be a numpy.ndarray", lambda: nk.batch_norm(x, None, None, rm, [1.0] * 4)),
+         lambda: nk.batch_norm(x, None, None, rm, g(np.ones(5, np.float32)), training=True)),
+        (TypeError, "running_mean has dtype int64", lambda: nk.batch_norm(x, None, None, g(np.zeros(4, np.int64)), rv)),
+        (TypeError, "running_var must be a numpy.ndarray", lambda: nk.batch_norm(np.asarray(x), None, None, np.asarray(rm), [1.0] * 4)),
         (ValueError, "num_groups", lambda: nk.group_norm(x, 3)),
         (ValueError, "num_groups", lambda: nk.group_norm(x, 0)),
         (ValueError, "num_groups", lambda: nk.group_norm(x, -2)),
@@ -471,14 +473,14 @@ def test_bad_inputs_raise_clear_errors():
                                                                            num_groups=2)),
         (ValueError, r"save_mean has shape \(3,\)", lambda: nk.batch_norm_backward(x, x, m[:3], s)),
         (ValueError, r"save_rstd has shape \(4, 1\)", lambda: nk.batch_norm_backward(x, x, m, s[:, None])),
-        (ValueError, r"mean has shape \(2, 4\)", lambda: nk.group_norm_backward(x, x, np.zeros((2, 4), np.float32),
+        (ValueError, r"mean has shape \(2, 4\)", lambda: nk.group_norm_backward(x, x, g(np.zeros((2, 4), np.float32)),
                                                                                  gs, num_groups=2)),
-        (ValueError, r"rstd has shape \(2, 2\)", lambda: nk.instance_norm_backward(x, x, np.zeros((2, 4), np.float32),
+        (ValueError, r"rstd has shape \(2, 2\)", lambda: nk.instance_norm_backward(x, x, g(np.zeros((2, 4), np.float32)),
                                                                                    gs)),
-        (ValueError, r"out has shape", lambda: nk.batch_norm(x, training=True, out=np.empty((2, 3, 4), np.float32))),
-        (TypeError, "out has dtype float64", lambda: nk.group_norm(x, 2, out=np.empty((2, 4, 3)))),
+        (ValueError, r"out has shape", lambda: nk.batch_norm(x, training=True, out=g(np.empty((2, 3, 4), np.float32)))),
+        (TypeError, "out has dtype float64", lambda: nk.group_norm(x, 2, out=g(np.empty((2, 4, 3))))),
         (ValueError, "out must be C-contiguous",
-         lambda: nk.instance_norm(x, out=np.empty((3, 4, 2), np.float32).transpose(2, 1, 0))),
+         lambda: nk.instance_norm(x, out=g(np.empty((3, 4, 2), np.float32)).transpose(2, 1, 0))),
         (ValueError, "momentum", lambda: nk.keras_momentum(1.01)),
         (ValueError, "spatial", lambda: nk.instance_norm(x[..., 0])),  # instance statistics of one value
         (ValueError, "spatial", lambda: nk.instance_norm(x[..., :1], None, None, rm, rv)),
@@ -486,6 +488,7 @@ def test_bad_inputs_raise_clear_errors():
     for exc, msg, call in cases:
         with pytest.raises(exc, match=msg):
             call()
+    x, rm, rv = np.asarray(x), np.asarray(rm), np.asarray(rv)  # the host arrays behind them
     np.testing.assert_array_equal(rm, 0)  # failed calls left the running statistics alone
     np.testing.assert_array_equal(rv, 1)
     ro_mean = rm.copy()

@@ -129,20 +129,21 @@ def test_out_in_place_and_zero_size():
 @pytest.mark.parametrize(
     "call,exc,msg",
     [
-        (lambda: nk.dropout(np.ones(3, np.float32), 1.0, seed=1), ValueError, "p must be in"),
-        (lambda: nk.dropout(np.ones(3, np.float32), -0.1, seed=1), ValueError, "p must be in"),
-        (lambda: nk.dropout(np.ones(3, np.float32), float("nan"), seed=1), ValueError, "p must be in"),
-        (lambda: nk.dropout(np.ones(3, np.int32), 0.5, seed=1), TypeError, "dtype"),
-        (lambda: nk.dropout(np.ones(3, np.float32), 0.5, seed=-1), ValueError, "seed"),
-        (lambda: nk.dropout(np.ones(3, np.float32), 0.5, seed=2**64), ValueError, "seed"),
-        (lambda: nk.dropout(np.ones(3, np.float32), 0.5, seed=1.5), TypeError, "seed"),
-        (lambda: nk.dropout_backward(np.ones(3, np.float32), p=0.5), ValueError, "mask or its seed"),
-        (lambda: nk.dropout_backward(np.ones(3, np.float32), np.ones(3, np.uint8)), TypeError, "bool"),
-        (lambda: nk.dropout_backward(np.ones(3, np.float32), np.ones(4, bool)), ValueError, "shape"),
-        (lambda: nk.dropout(np.ones(3, np.float32), "a", seed=1), TypeError, "p"),
-        (lambda: nk.random.seed(-3), TypeError, "seed"),
+        (lambda g: nk.dropout(g(np.ones(3, np.float32)), 1.0, seed=1), ValueError, "p must be in"),
+        (lambda g: nk.dropout(g(np.ones(3, np.float32)), -0.1, seed=1), ValueError, "p must be in"),
+        (lambda g: nk.dropout(g(np.ones(3, np.float32)), float("nan"), seed=1), ValueError, "p must be in"),
+        (lambda g: nk.dropout(g(np.ones(3, np.int32)), 0.5, seed=1), TypeError, "dtype"),
+        (lambda g: nk.dropout(g(np.ones(3, np.float32)), 0.5, seed=-1), ValueError, "seed"),
+        (lambda g: nk.dropout(g(np.ones(3, np.float32)), 0.5, seed=2**64), ValueError, "seed"),
+        (lambda g: nk.dropout(g(np.ones(3, np.float32)), 0.5, seed=1.5), TypeError, "seed"),
+        (lambda g: nk.dropout_backward(g(np.ones(3, np.float32)), p=0.5), ValueError, "mask or its seed"),
+        (lambda g: nk.dropout_backward(g(np.ones(3, np.float32)), g(np.ones(3, np.uint8))), TypeError, "bool"),
+        (lambda g: nk.dropout_backward(g(np.ones(3, np.float32)), g(np.ones(4, bool))), ValueError, "shape"),
+        (lambda g: nk.dropout(g(np.ones(3, np.float32)), "a", seed=1), TypeError, "p"),
+        (lambda g: nk.random.seed(-3), TypeError, "seed"),
     ],
 )
-def test_bad_inputs(call, exc, msg):
+def test_bad_inputs(call, exc, msg, on):
+    """The same rules for NumPy arrays and GPU arrays (`on`)."""
     with pytest.raises(exc, match=msg):
-        call()
+        call(on)

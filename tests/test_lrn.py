@@ -132,25 +132,26 @@ def test_strided_out_in_place_zero_size(rng):
 @pytest.mark.parametrize(
     "call,exc,msg",
     [
-        (lambda: nk.local_response_norm(np.ones((2, 3, 4), np.float32), 0), ValueError, "size must be >= 1"),
-        (lambda: nk.local_response_norm(np.ones((2, 3, 4), np.float32), 3, k=0.0), ValueError, "k must be"),
-        (lambda: nk.local_response_norm(np.ones((2, 3, 4), np.float32), 3, channel_axis=2), ValueError, "channel_axis"),
-        (lambda: nk.local_response_norm(np.ones(3, np.float32), 3), ValueError, "at least 2 dimensions"),
-        (lambda: nk.local_response_norm(np.ones((2, 3), np.int64), 3), TypeError, "dtype"),
-        (lambda: nk.local_response_norm(np.ones((2, 3), np.float32), 2.5), TypeError, "size"),
+        (lambda g: nk.local_response_norm(g(np.ones((2, 3, 4), np.float32)), 0), ValueError, "size must be >= 1"),
+        (lambda g: nk.local_response_norm(g(np.ones((2, 3, 4), np.float32)), 3, k=0.0), ValueError, "k must be"),
+        (lambda g: nk.local_response_norm(g(np.ones((2, 3, 4), np.float32)), 3, channel_axis=2), ValueError, "channel_axis"),
+        (lambda g: nk.local_response_norm(g(np.ones(3, np.float32)), 3), ValueError, "at least 2 dimensions"),
+        (lambda g: nk.local_response_norm(g(np.ones((2, 3), np.int64)), 3), TypeError, "dtype"),
+        (lambda g: nk.local_response_norm(g(np.ones((2, 3), np.float32)), 2.5), TypeError, "size"),
         (
-            lambda: nk.local_response_norm_backward(
-                np.ones((2, 3), np.float32), np.ones((2, 3), np.float32), np.ones((2, 3), np.float32),
-                np.ones((2, 4), np.float32), 3,
+            lambda g: nk.local_response_norm_backward(
+                g(np.ones((2, 3), np.float32)), g(np.ones((2, 3), np.float32)), g(np.ones((2, 3), np.float32)),
+                g(np.ones((2, 4), np.float32)), 3,
             ),
             ValueError,
             "scale has shape",
         ),
     ],
 )
-def test_bad_inputs(call, exc, msg):
+def test_bad_inputs(call, exc, msg, on):
+    """The same rules for NumPy arrays and GPU arrays (`on`)."""
     with pytest.raises(exc, match=msg):
-        call()
+        call(on)
 
 
 def test_subnormal_scale(isa, rng):

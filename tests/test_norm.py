@@ -371,36 +371,38 @@ def test_concurrent_python_threads_match_serial(rng):
 # ---------------------------------------------------------------- bad inputs
 
 
-def test_bad_inputs_raise_clear_errors():
-    x = np.ones((4, 8), np.float32)
-    w = np.ones(8, np.float32)
+def test_bad_inputs_raise_clear_errors(on):
+    """The same rules for NumPy arrays and GPU arrays (`on`)."""
+    g = on
+    x0 = np.ones((4, 8), np.float32)
+    x, w = g(x0), g(np.ones(8, np.float32))
     cases = [
         (TypeError, "x must be a numpy.ndarray, got list", lambda: nk.layer_norm([[1.0, 2.0]])),
-        (TypeError, "x has dtype int64", lambda: nk.layer_norm(np.ones((2, 3), np.int64))),
-        (TypeError, "x has dtype complex64", lambda: nk.rms_norm(np.ones((2, 3), np.complex64))),
+        (TypeError, "x has dtype int64", lambda: nk.layer_norm(g(np.ones((2, 3), np.int64)))),
+        (TypeError, "x has dtype complex64", lambda: nk.rms_norm(g(np.ones((2, 3), np.complex64)))),
         (TypeError, "x has dtype object", lambda: nk.layer_norm(np.ones((2, 3), object))),
-        (TypeError, r"weight has dtype int32; expected float32", lambda: nk.layer_norm(x, np.ones(8, np.int32))),
-        (TypeError, r"weight has dtype float64; expected float32", lambda: nk.layer_norm(x, np.ones(8))),
-        (ValueError, r"weight has shape \(7,\); expected \(8,\)", lambda: nk.layer_norm(x, np.ones(7, np.float32))),
-        (ValueError, r"bias has shape \(4, 8\); expected \(8,\)", lambda: nk.layer_norm(x, w, np.ones((4, 8), np.float32))),
+        (TypeError, r"weight has dtype int32; expected float32", lambda: nk.layer_norm(x, g(np.ones(8, np.int32)))),
+        (TypeError, r"weight has dtype float64; expected float32", lambda: nk.layer_norm(x, g(np.ones(8)))),
+        (ValueError, r"weight has shape \(7,\); expected \(8,\)", lambda: nk.layer_norm(x, g(np.ones(7, np.float32)))),
+        (ValueError, r"bias has shape \(4, 8\); expected \(8,\)", lambda: nk.layer_norm(x, w, g(np.ones((4, 8), np.float32)))),
         (ValueError, r"weight has shape \(8,\); expected \(4, 8\)", lambda: nk.rms_norm(x, w, axis=0)),
         (ValueError, "axis=2 is out of range", lambda: nk.layer_norm(x, axis=2)),
         (ValueError, "axis=-3 is out of range", lambda: nk.rms_norm(x, axis=-3)),
-        (ValueError, "axis=-1 is out of range", lambda: nk.layer_norm(np.ones((), np.float32))),
+        (ValueError, "axis=-1 is out of range", lambda: nk.layer_norm(g(np.ones((), np.float32)))),
         (ValueError, "eps must be a finite number > 0, got 0", lambda: nk.layer_norm(x, eps=0.0)),
         (ValueError, "eps must be a finite number > 0, got -1", lambda: nk.rms_norm(x, eps=-1.0)),
         (ValueError, "eps must be a finite number > 0, got nan", lambda: nk.layer_norm(x, eps=float("nan"))),
-        (ValueError, r"out has shape \(8, 4\); expected \(4, 8\)", lambda: nk.layer_norm(x, out=np.empty((8, 4), np.float32))),
-        (TypeError, "out has dtype float64; expected float32", lambda: nk.rms_norm(x, out=np.empty((4, 8)))),
-        (ValueError, "out must be C-contiguous", lambda: nk.layer_norm(x, out=np.empty((8, 4), np.float32).T)),
-        (TypeError, "out must be a numpy.ndarray", lambda: nk.layer_norm(x, out=[0.0])),
-        (TypeError, "residual has dtype float64", lambda: nk.add_layer_norm(x, np.ones((4, 8)))),
-        (ValueError, r"residual has shape \(4, 7\)", lambda: nk.add_rms_norm(x, np.ones((4, 7), np.float32))),
-        (TypeError, "dy has dtype float64", lambda: nk.layer_norm_backward(np.ones((4, 8)), x, x[:, 0], x[:, 0])),
+        (ValueError, r"out has shape \(8, 4\); expected \(4, 8\)", lambda: nk.layer_norm(x, out=g(np.empty((8, 4), np.float32)))),
+        (TypeError, "out has dtype float64; expected float32", lambda: nk.rms_norm(x, out=g(np.empty((4, 8))))),
+        (ValueError, "out must be C-contiguous", lambda: nk.layer_norm(x, out=g(np.empty((8, 4), np.float32)).T)),
+        (TypeError, "out must be a numpy.ndarray", lambda: nk.layer_norm(x0, out=[0.0])),
+        (TypeError, "residual has dtype float64", lambda: nk.add_layer_norm(x, g(np.ones((4, 8))))),
+        (ValueError, r"residual has shape \(4, 7\)", lambda: nk.add_rms_norm(x, g(np.ones((4, 7), np.float32)))),
+        (TypeError, "dy has dtype float64", lambda: nk.layer_norm_backward(g(np.ones((4, 8))), x, x[:, 0], x[:, 0])),
         (ValueError, r"dy has shape \(4, 7\)", lambda: nk.rms_norm_backward(x[:, :7], x, x[:, 0])),
         (ValueError, r"rstd has shape \(3,\); expected \(4,\)", lambda: nk.rms_norm_backward(x, x, x[:3, 0])),
         (ValueError, r"mean has shape \(4, 1\)", lambda: nk.layer_norm_backward(x, x, x[:, :1], x[:, 0])),
-        (TypeError, "rstd has dtype int64", lambda: nk.rms_norm_backward(x, x, np.ones(4, np.int64))),
+        (TypeError, "rstd has dtype int64", lambda: nk.rms_norm_backward(x, x, g(np.ones(4, np.int64)))),
         (TypeError, "mean must be a numpy.ndarray, got NoneType", lambda: nk.layer_norm_backward(x, x, None, x[:, 0])),
     ]
     for exc, msg, call in cases:
@@ -409,7 +411,7 @@ def test_bad_inputs_raise_clear_errors():
     ro = np.empty((4, 8), np.float32)
     ro.flags.writeable = False
     with pytest.raises(ValueError, match="out is read-only"):
-        nk.layer_norm(x, out=ro)
+        nk.layer_norm(x0, out=ro)
     assert nk.layer_norm(x).shape == (4, 8)  # still usable after the errors
 
 

@@ -199,10 +199,12 @@ def test_zero_size(isa, dtype):
             assert r.shape == shape and r.dtype == dtype
 
 
-def test_bad_inputs():
-    w = np.ones((3, 4), np.float32)
+def test_bad_inputs(on):
+    """The same rules for NumPy arrays and GPU arrays (`on`)."""
+    w0 = np.ones((3, 4), np.float32)
+    w = on(w0)
     with pytest.raises(TypeError, match=r"w has dtype int64; expected float32, float64, float16 or bfloat16"):
-        nk.l1_penalty(np.ones(3, np.int64), 1.0)
+        nk.l1_penalty(on(np.ones(3, np.int64)), 1.0)
     with pytest.raises(TypeError, match=r"w must be a numpy.ndarray, got list"):
         nk.l2_penalty([1.0, 2.0], 1.0)
     with pytest.raises(ValueError, match=r"lam must be a finite number >= 0, got -1"):
@@ -214,11 +216,11 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match=r"w has shape \(4, 3\); expected \(3, 4\) \(the shape of grad\)"):
         nk.add_l2_grad(w.copy(), w.T.copy(), 1.0)
     with pytest.raises(TypeError, match=r"w has dtype float64; expected float32 \(the dtype of grad\)"):
-        nk.add_l2_grad(w.copy(), w.astype(np.float64), 1.0)
-    ro = w.copy()
+        nk.add_l2_grad(w.copy(), on(w0.astype(np.float64)), 1.0)
+    ro = w0.copy()
     ro.flags.writeable = False
     with pytest.raises(ValueError, match=r"grad is read-only; it is updated in place"):
-        nk.add_l1_grad(ro, w, 1.0)
+        nk.add_l1_grad(ro, w0, 1.0)
     for fn in (lambda a: nk.l1_prox(a, 0.1), lambda a: nk.weight_decay(a, 0.1, 0.1), lambda a: nk.max_norm(a, 1.0)):
         with pytest.raises(ValueError, match=r"w is read-only; it is updated in place"):
             fn(ro)
@@ -231,7 +233,7 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match=r"axis=2 is out of range for an array of 2 dimension\(s\)"):
         nk.max_norm(w.copy(), 1.0, axis=2)
     with pytest.raises(ValueError, match=r"axis=0 is out of range for an array of 0 dimension\(s\)"):
-        nk.max_norm(np.array(1.0, np.float32), 1.0)
+        nk.max_norm(on(np.array(1.0, np.float32)), 1.0)
     with pytest.raises(TypeError, match=r"axis must be an int, got float"):
         nk.max_norm(w.copy(), 1.0, axis=0.5)
 

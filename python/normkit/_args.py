@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 from typing import Any, Callable, TypeVar
 
 import numpy as np
@@ -20,6 +21,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 _INT = ("an int", (int, np.integer))
 _REAL = ("a real number", (int, float, np.integer, np.floating))
 _BOOL = ("a bool", (bool, np.bool_))
+_NOT_NDARRAY = re.compile(r"(\w+) must be a numpy\.ndarray, got ")
 _EXPECTED = {
     "axis": _INT,
     "channel_axis": _INT,
@@ -50,15 +52,15 @@ def clear_arg_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except TypeError as e:
-            if "must be a numpy.ndarray" in str(e):
+            m = _NOT_NDARRAY.match(str(e))
+            if m:  # a GPU array given to an op that takes NumPy arrays only
                 from . import _gpu
 
-                bound = sig.bind(*args, **kwargs)
-                for name, value in bound.arguments.items():
-                    if _gpu.any_on_gpu(value):
-                        raise TypeError(
-                            f"{fn.__name__} has no CUDA kernel yet: {name} is {_gpu._where(value)}; pass NumPy arrays"
-                        ) from None
+                value = sig.bind(*args, **kwargs).arguments.get(m.group(1))
+                if _gpu.any_on_gpu(value):
+                    raise TypeError(
+                        f"{fn.__name__} has no CUDA kernel yet: {m.group(1)} is {_gpu._where(value)}; pass NumPy arrays"
+                    ) from None
                 raise
             if "incompatible function arguments" not in str(e):
                 raise
