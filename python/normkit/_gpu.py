@@ -246,16 +246,16 @@ def adapter(op: str, names: list[str], objs: list[Any], dev: int) -> tuple[_Lib,
     stream to run on. Called by the bindings once per call."""
     first = objs[0]
     cls = _lib_class(first)
+    if cls is None or cls.needs_cuda:
+        if _cuda is None:
+            raise RuntimeError(f"{op}: {names[0]} is a GPU array but this normkit was built without CUDA")
+        if _devices() == 0:
+            raise RuntimeError(f"{op}: {names[0]} is a GPU array but no CUDA device is usable")
     if cls is None:
         raise TypeError(
             f"GPU arrays of type {type(first).__module__}.{type(first).__name__} are not supported; "
             "pass a CuPy, PyTorch or JAX array"
         )
-    if cls.needs_cuda:
-        if _cuda is None:
-            raise RuntimeError(f"{op}: {names[0]} is a GPU array but this normkit was built without CUDA")
-        if _devices() == 0:
-            raise RuntimeError(f"{op}: {names[0]} is a GPU array but no CUDA device is usable")
     for name, o in zip(names[1:], objs[1:]):
         if _lib_class(o) is not cls:
             raise TypeError(f"{op}: {name} is {_where(o)} but {names[0]} is {_where(first)}; pass one library's arrays")
