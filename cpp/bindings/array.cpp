@@ -145,7 +145,8 @@ Arr describe_device(py::handle obj) {
     const py::object dt = obj.attr("dtype");
     for (int i = 0; i < 5; ++i)
       if (dt.ptr() == t.dtypes[i]) r.kind = static_cast<Kind>(i);
-    r.itemsize = py::cast<int64_t>(obj.attr("element_size")());
+    r.itemsize = r.kind == Kind::other ? py::cast<int64_t>(obj.attr("element_size")())
+                 : r.kind == Kind::f64 ? 8 : r.kind == Kind::f32 ? 4 : r.kind == Kind::boolean ? 1 : 2;
     for (auto& s : r.strides) s *= r.itemsize;
     r.dtype_str = py::str(dt);
     if (r.dtype_str.rfind("torch.", 0) == 0) r.dtype_str = r.dtype_str.substr(6);

@@ -235,10 +235,18 @@ _LIBS = {"torch": _Torch, "cupy": _CuPy, "jax": _Jax, "jaxlib": _Jax}
 _LIB_CACHE: dict[tuple[type, int], _Lib] = {}
 
 
+_CLASS_OF_TYPE: dict[type, type | None] = {}
+
+
 def _lib_class(obj: Any) -> type | None:
-    if isinstance(obj, _Exported):
-        return _Jax
-    return _LIBS.get(type(obj).__module__.split(".")[0])
+    """The adapter class of a GPU array's library (looked up once per array type)."""
+    t = type(obj)
+    cls = _CLASS_OF_TYPE.get(t, False)
+    if cls is False:
+        cls = _Jax if t is _Exported else _LIBS.get(t.__module__.split(".")[0])
+        if cls in (_Torch, _CuPy, _Jax):  # only normkit's own adapters: tests register stand-ins
+            _CLASS_OF_TYPE[t] = cls
+    return cls
 
 
 def adapter(op: str, names: list[str], objs: list[Any], dev: int) -> tuple[_Lib, int]:
