@@ -4,17 +4,22 @@
 // Design. Every op is three passes (eval BatchNorm forward: one):
 //   1. statistics: one read of x (and dy) producing fixed per-unit partials in double:
 //        forward:  (count, mean, M2) of the unit, from sums of d = x - K and d^2 with K the unit's
-//                  first value (per channel of the unit for channels-last), accumulated in double;
+//                  first value (per channel of the unit for channels-last);
 //        backward: (sum dy, sum dy * (x - mean)).
+//      Each thread accumulates its share in the accumulation type (float for f32/f16/bf16, double
+//      for f64), the block's or warp's partials are then added in double in a fixed order.
 //      NCHW (ncs): a key's values are rows of S (BatchNorm: rows (n, c) of channel c over n;
 //        GroupNorm forward: the contiguous Cg*S values of (n, g) as one row; GroupNorm backward:
-//        row (n, c)). A unit is either a chunk of kUnitBytes of one row or, for short rows, as
-//        many whole rows of the key as fit in kUnitBytes; one warp per unit, lane l takes the
-//        16-byte groups l, l + 32, ... in order, then a fixed shuffle butterfly.
+//        row (n, c)). A unit is either one of the balanced chunks (of at most kUnitBytes) of a row
+//        or, for short rows, as many whole rows of the key as fit in kUnitBytes; one warp per
+//        unit, lane l takes the 16-byte groups l, l + 32, ... in order (8 in flight, backward 4
+//        per array), then a fixed shuffle butterfly. Warps take the units in memory order.
 //      channels-last (nsc): a unit is (segment, chunk of R rows, channel); segments are the
-//        whole (n, s) row range (BatchNorm) or one sample (GroupNorm). Block = tx channel
-//        groups x ty row lanes; row lane ty takes rows ty, ty + TY, ... of the chunk in order,
-//        then a fixed tree over ty in shared memory.
+//        whole (n, s) row range (BatchNorm) or one sample (GroupNorm); the chunk count per segment
+//        aims at about kNscBlocks blocks in all, chunks balanced. Block = tx channel groups (a
+//        16-byte pack of channels each) x ty row lanes; row lane ty takes rows ty, ty + TY, ... of
+//        the chunk in order (8 rows in flight, backward 4 per array), then a fixed tree over ty in
+//        shared memory.
 //   2. finalize: per key the partials are merged in a fixed order (Chan's parallel merge for
 //      (count, mean, M2), plain sums for the backward): tpk threads per key (a power of two from
 //      the item count), thread j takes items j, j + tpk, ... in order, then a fixed tree in
@@ -22,7 +27,8 @@
 //      GroupNorm backward: one block per group (per-(n, c) sums, per-(n, g) coefficients, then
 //      dweight/dbias per channel as a fixed strided + tree sum over n).
 //   3. elementwise: y = (x - m) * a + b or dx = k1 * dy + k2 * (x - m) + k3 (explicit fma),
-//      each block a contiguous range of the flattened tensor, 16-byte accesses when the rows
+//      each block a contiguous range of the flattened tensor, taken from the end back (the tail
+//      the statistics pass read last is still in L2), 16-byte accesses when the rows
 //      (ncs: S, nsc: C) are a multiple of the vector and the pointers are aligned, else a scalar
 //      path over the same elements; the key of a vector comes from fast 32-bit divisions.
 //      BatchNorm eval computes the per-channel coefficients inside this kernel (shared memory).
@@ -38,13 +44,13 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-constexpr int64_t kUnitBytes = 8192;  // ncs statistics: bytes per warp unit
+constexpr int64_t kUnitBytes = 16384;  // ncs statistics: bytes per warp unit (at most)
 template <bool kBwd> constexpr int kIpt = kBwd ? 2 : 4;  // elementwise: 16-byte vectors per thread and array
 constexpr int64_t kEvalStage = 1024;  // eval: coefficients computed in the apply kernel up to this C
 constexpr int64_t kGridCap = int64_t{1} << 30;
 
 int grid_of(int64_t blocks) { return static_cast<int>(max64(1, min64(blocks, kGridCap))); }
-int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+__host__ __device__ __forceinline__ int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int pow2_at_least(int64_t v) {
   int p = 1;
   while (p < v && p < kThreads) p *= 2;
@@ -80,6 +86,13 @@ __device__ __forceinline__ uint64_t divq(const Div& D, uint64_t n) {
 __device__ __forceinline__ float fma_a(float a, float b, float c) { return __fmaf_rn(a, b, c); }
 __device__ __forceinline__ double fma_a(double a, double b, double c) { return __fma_rn(a, b, c); }
 
+// to_acc for the statistics loops; bfloat16 widened by a shift (exact, the same bits as to_acc, and
+// lighter on registers than the intrinsic's inline assembly).
+template <class T> __device__ __forceinline__ Acc<T> ld_acc(T v) { return to_acc(v); }
+template <> __device__ __forceinline__ float ld_acc<nk::bf16>(nk::bf16 v) {
+  return __uint_as_float(static_cast<uint32_t>(v.bits) << 16);
+}
+
 template <class T> __device__ __forceinline__ double to_d(T v) { return static_cast<double>(to_acc(v)); }
 
 template <class T> bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
@@ -109,16 +122,21 @@ __device__ __forceinline__ void chan_merge(double& n, double& m, double& q, doub
 
 // ---- pass 1: statistics, ncs ----------------------------------------------------------------------
 
-// Key k: rows i < rk of RL values starting at k * KB + i * rs. Units: UR > 0: UR chunks of Lu values
-// per row (unit u = row u / UR, chunk u % UR); UR = 0: RU whole rows per unit. U units per key.
+// Key k: rows i < rk of RL values starting at k * KB + i * rs. Units: UR > 0: UR balanced chunks of
+// Lu values per row (unit u = row u / UR, chunk u % UR; Lu a multiple of the 16-byte vector);
+// UR = 0: RU whole rows per unit. U units per key; the partial of (k, u) is at k * U + u. Warps take
+// the units in memory order: (row, key, chunk) when a key has several rows (imajor: BatchNorm's
+// rows (n, c) of channel c), else (key, unit).
 struct NcsGeom {
   int64_t keys, KB, rk, rs, RL, UR, RU, U, Lu;
   Div dRL;
   int64_t mdiv;  // backward: the key's mean is m[k / mdiv]
+  bool imajor;
 };
 
 NcsGeom ncs_geom(int64_t keys, int64_t KB, int64_t rk, int64_t rs, int64_t RL, int64_t mdiv, int64_t tsize) {
   NcsGeom g{};
+  const int64_t V = 16 / tsize;
   g.keys = keys;
   g.KB = KB;
   g.rk = rk;
@@ -126,7 +144,10 @@ NcsGeom ncs_geom(int64_t keys, int64_t KB, int64_t rk, int64_t rs, int64_t RL, i
   g.RL = RL;
   g.Lu = kUnitBytes / tsize;
   g.mdiv = mdiv;
-  if (RL >= g.Lu) {
+  g.imajor = rk > 1;
+  if (RL > g.Lu) {
+    const int64_t ur = cdiv(RL, g.Lu);
+    g.Lu = cdiv(cdiv(RL, ur), V) * V;
     g.UR = cdiv(RL, g.Lu);
     g.RU = 1;
     g.U = rk * g.UR;
@@ -139,17 +160,37 @@ NcsGeom ncs_geom(int64_t keys, int64_t KB, int64_t rk, int64_t rs, int64_t RL, i
   return g;
 }
 
-template <class T, bool kGrad>
+// Groups of V values in flight per lane and array.
+template <class T, bool kGrad, bool kV> constexpr int kNcsB = (kGrad ? 4 : 8) / (sizeof(T) == 2 ? 2 : 1);
+
+// One warp per unit: lane l takes the unit's groups of V values l, l + 32, ... in order (B in
+// flight), accumulating in A from the shift K (forward: the unit's first value; backward: the
+// key's mean), then a fixed butterfly in double. kV: 16-byte loads (every group V aligned values
+// of one row), else element loads feeding the same arithmetic in the same order.
+template <class T, bool kGrad, bool kV>
 __global__ void __launch_bounds__(kThreads, 3)
     ncs_stats(NcsGeom g, const T* __restrict__ x, const T* __restrict__ dy, const Acc<T>* __restrict__ m,
-              double* __restrict__ p0, double* __restrict__ p1, double* __restrict__ p2, bool vec) {
+              double* __restrict__ p0, double* __restrict__ p1, double* __restrict__ p2) {
+  using A = Acc<T>;
   constexpr int V = kVec16<T>;
+  constexpr int B = kNcsB<T, kGrad, kV>;
   using P = Pack<T, V>;
   const int lane = threadIdx.x % 32;
   const int64_t units = g.keys * g.U;
   for (int64_t w = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32; w < units;
        w += static_cast<int64_t>(gridDim.x) * kWarps) {
-    const int64_t k = w / g.U, u = w % g.U;
+    int64_t k, u;
+    if (!g.imajor) {
+      k = w / g.U;
+      u = w % g.U;
+    } else if (g.UR) {
+      const int64_t t = w / g.UR;
+      k = t % g.keys;
+      u = (t / g.keys) * g.UR + w % g.UR;
+    } else {
+      k = w % g.keys;
+      u = w / g.keys;
+    }
     int64_t i0, s0, nrows, len;
     if (g.UR) {
       i0 = u / g.UR;
@@ -171,73 +212,72 @@ __global__ void __launch_bounds__(kThreads, 3)
       const uint32_t q = static_cast<uint32_t>(divq(g.dRL, j));
       return base + static_cast<int64_t>(q) * g.rs + (j - q * static_cast<uint32_t>(g.RL));
     };
-    double K;  // forward: the shift; backward: the key's mean
+    A K;  // forward: the shift; backward: the key's mean
     if constexpr (kGrad)
-      K = static_cast<double>(m[k / g.mdiv]);
+      K = m[k / g.mdiv];
     else
-      K = to_d(x[base]);
-    double s1 = 0, s2 = 0;
+      K = ld_acc(x[base]);
+    A s1 = 0, s2 = 0;
     auto add = [&](T xv, T gv) {
       if constexpr (kGrad) {
-        const double gd = to_d(gv);
+        const A gd = ld_acc(gv);
         s1 += gd;
-        s2 = __fma_rn(gd, to_d(xv) - K, s2);
+        s2 = fma_a(gd, ld_acc(xv) - K, s2);
       } else {
-        const double d = to_d(xv) - K;
+        const A d = ld_acc(xv) - K;
         s1 += d;
-        s2 = __fma_rn(d, d, s2);
+        s2 = fma_a(d, d, s2);
       }
     };
-    const uint32_t ng = (n + V - 1) / V;  // groups of V values; lane takes lane, lane + 32, ...
-    if (vec) {                            // every group is V aligned values of one row
-      uint32_t gi = lane;
-      for (; gi + 96 < ng; gi += 128) {
-        P xv[4], gv[4];
+    const uint32_t ng = (n + V - 1) / V;
+    for (uint32_t g0 = lane; g0 < ng; g0 += 32 * B) {
+      P xv[B], gv[B];
 #pragma unroll
-        for (int b = 0; b < 4; ++b) {
-          const int64_t a = at((gi + 32 * b) * V);
-          xv[b] = *reinterpret_cast<const P*>(x + a);
-          if constexpr (kGrad) gv[b] = *reinterpret_cast<const P*>(dy + a);
-        }
+      for (int b = 0; b < B; ++b) {
+        const uint32_t gi = g0 + 32 * b;
+        if (gi < ng) {
+          if constexpr (kV) {
+            const int64_t a = at(gi * V);
+            xv[b] = *reinterpret_cast<const P*>(x + a);
+            if constexpr (kGrad) gv[b] = *reinterpret_cast<const P*>(dy + a);
+          } else {
 #pragma unroll
-        for (int b = 0; b < 4; ++b)
-#pragma unroll
-          for (int e = 0; e < V; ++e) add(xv[b].v[e], kGrad ? gv[b].v[e] : T{});
-      }
-      for (; gi < ng; gi += 32) {
-        const int64_t a = at(gi * V);
-        const P xv = *reinterpret_cast<const P*>(x + a);
-        P gv{};
-        if constexpr (kGrad) gv = *reinterpret_cast<const P*>(dy + a);
-#pragma unroll
-        for (int e = 0; e < V; ++e) add(xv.v[e], kGrad ? gv.v[e] : T{});
-      }
-    } else {
-      for (uint32_t gi = lane; gi < ng; gi += 32) {
-#pragma unroll
-        for (int e = 0; e < V; ++e) {
-          const uint32_t j = gi * V + e;
-          if (j < n) {
-            const int64_t a = at(j);
-            add(x[a], kGrad ? dy[a] : T{});
+            for (int e = 0; e < V; ++e) {
+              const uint32_t j = gi * V + e;
+              if (j < n) {
+                const int64_t a = at(j);
+                xv[b].v[e] = x[a];
+                if constexpr (kGrad) gv[b].v[e] = dy[a];
+              }
+            }
           }
         }
       }
+#pragma unroll
+      for (int b = 0; b < B; ++b) {
+        const uint32_t gi = g0 + 32 * b;
+        if (gi < ng)
+#pragma unroll
+          for (int e = 0; e < V; ++e)
+            if (kV || gi * V + e < n) add(xv[b].v[e], kGrad ? gv[b].v[e] : T{});
+      }
     }
+    double t1 = static_cast<double>(s1), t2 = static_cast<double>(s2);
     for (int o = 16; o > 0; o /= 2) {
-      s1 += __shfl_xor_sync(0xffffffffu, s1, o);
-      s2 += __shfl_xor_sync(0xffffffffu, s2, o);
+      t1 += __shfl_xor_sync(0xffffffffu, t1, o);
+      t2 += __shfl_xor_sync(0xffffffffu, t2, o);
     }
     if (lane == 0) {
+      const int64_t slot = k * g.U + u;
       if constexpr (kGrad) {
-        p0[w] = s1;
-        p1[w] = s2;
+        p0[slot] = t1;
+        p1[slot] = t2;
       } else {
         double mean, m2;
-        shifted_to_stats(static_cast<double>(n), K, s1, s2, mean, m2);
-        p0[w] = static_cast<double>(n);
-        p1[w] = mean;
-        p2[w] = m2;
+        shifted_to_stats(static_cast<double>(n), static_cast<double>(K), t1, t2, mean, m2);
+        p0[slot] = static_cast<double>(n);
+        p1[slot] = mean;
+        p2[slot] = m2;
       }
     }
   }
@@ -246,13 +286,17 @@ __global__ void __launch_bounds__(kThreads, 3)
 // ---- pass 1: statistics, nsc ----------------------------------------------------------------------
 
 // Segments of SL rows of C channels (segment seg starts at row seg * SL); K chunks of R = ty * RPT
-// rows per segment; channel groups of W channels, tx groups per block, cblocks blocks across C.
+// rows per segment (balanced: the chunk count is chosen first, then the rows per thread); channel
+// groups of W channels, tx groups per block, cblocks blocks across C. Block blk covers chunk
+// blk / cblocks (segment-major, so blocks run in memory order) and channel block blk % cblocks.
 // Partial of (seg, chunk k, channel c) at (seg * K + k) * C + c.
 struct NscGeom {
   int64_t C, SL, segs, K, R, cblocks;
   int tx, ty, typ2, RPT;
   int64_t MS, mdiv;  // backward: the mean of (seg, c) is m[seg * MS + c / mdiv]
 };
+
+constexpr int64_t kNscBlocks = 1024;  // nsc statistics: blocks aimed at (rows per thread 16..64)
 
 NscGeom nsc_geom(int64_t C, int64_t SL, int64_t segs, int W, int64_t MS, int64_t mdiv) {
   NscGeom g{};
@@ -268,18 +312,30 @@ NscGeom nsc_geom(int64_t C, int64_t SL, int64_t segs, int W, int64_t MS, int64_t
   while (g.typ2 < g.ty) g.typ2 *= 2;
   g.cblocks = cdiv(groups, g.tx);
   const int64_t rows = segs * SL;
-  g.RPT = static_cast<int>(max64(8, min64(64, cdiv(rows * g.cblocks, int64_t{2048} * g.ty))));
+  const int64_t rpt0 = max64(16, min64(64, cdiv(rows * g.cblocks, kNscBlocks * g.ty)));
+  const int64_t k0 = max64(1, cdiv(SL, g.ty * rpt0));
+  g.RPT = static_cast<int>(max64(1, cdiv(cdiv(SL, k0), g.ty)));
   g.R = static_cast<int64_t>(g.ty) * g.RPT;
   g.K = cdiv(SL, g.R);
   return g;
 }
 
-template <class T, bool kGrad, int W>
-__global__ void __launch_bounds__(kThreads, 2)
+// Rows in flight per thread and array (16-byte packs: 8 x 16 bytes forward, 2 x 4 x 16 backward;
+// 2-byte types forward half as many rows: their packs carry twice the elements and accumulators).
+template <class T, bool kGrad> constexpr int kNscU = kGrad ? 4 : (sizeof(T) == 2 ? 4 : 8);
+
+// Thread (tx, ty) owns W channels (one 16-byte pack when W = kVec16) and takes rows ty, ty + TY, ...
+// of the chunk in order, U rows in flight, accumulating in the accumulation type A from the shift
+// K (forward: the chunk's first value of the channel; backward: the mean); then the block's fixed
+// tree over ty in double.
+// kV: 16-byte loads (aligned pointers), else element loads feeding the same arithmetic.
+template <class T, bool kGrad, int W, bool kV>
+__global__ void __launch_bounds__(kThreads, kGrad && W == 8 ? 2 : 3)
     nsc_stats(NscGeom g, const T* __restrict__ x, const T* __restrict__ dy, const Acc<T>* __restrict__ m,
-              double* __restrict__ p0, double* __restrict__ p1, double* __restrict__ p2, bool vec) {
+              double* __restrict__ p0, double* __restrict__ p1, double* __restrict__ p2) {
+  using A = Acc<T>;
   using P = Pack<T, W>;
-  __shared__ double red[kThreads * W];
+  __shared__ double red[2 * kThreads * W];
   const int tx = threadIdx.x % g.tx, ty = threadIdx.x / g.tx;
   const bool lane_ok = ty < g.ty;  // threads past tx * ty only take part in the barriers
   const int64_t nblk = g.segs * g.K * g.cblocks;
@@ -288,86 +344,96 @@ __global__ void __launch_bounds__(kThreads, 2)
     const int64_t c0 = (cb * g.tx + tx) * W;
     const bool act = lane_ok && c0 < g.C;
     const int64_t r0 = kc * g.R, nr = min64(g.R, g.SL - r0), row0 = seg * g.SL + r0;
-    double s1[W], s2[W], K[W];
+    A s1[W], s2[W], K[W];
 #pragma unroll
-    for (int e = 0; e < W; ++e) s1[e] = s2[e] = K[e] = 0;
+    for (int e = 0; e < W; ++e) s1[e] = s2[e] = K[e] = A(0);
     if (act) {
 #pragma unroll
       for (int e = 0; e < W; ++e) {
         if constexpr (kGrad)
-          K[e] = static_cast<double>(m[seg * g.MS + (c0 + e) / g.mdiv]);
+          K[e] = m[seg * g.MS + (c0 + e) / g.mdiv];
         else
-          K[e] = to_d(x[row0 * g.C + c0 + e]);
+          K[e] = ld_acc(x[row0 * g.C + c0 + e]);
       }
-      auto add = [&](const P& xv, const P& gv) {
-#pragma unroll
-        for (int e = 0; e < W; ++e) {
-          if constexpr (kGrad) {
-            const double gd = to_d(gv.v[e]);
-            s1[e] += gd;
-            s2[e] = __fma_rn(gd, to_d(xv.v[e]) - K[e], s2[e]);
+      // Rows of this thread in the chunk: ty + j * TY for j < nj.
+      const int nj = static_cast<int>(nr > ty ? min64(g.RPT, cdiv(nr - ty, g.ty)) : 0);
+      const int64_t step = static_cast<int64_t>(g.ty) * g.C;
+      const T* xr = x + (row0 + ty) * g.C + c0;
+      const T* gr = kGrad ? dy + (row0 + ty) * g.C + c0 : nullptr;
+      {
+        // Element loads (unaligned) hold one register per element: fewer rows in flight for W = 8.
+        // Batching only, the order of the additions is the same.
+        constexpr int U = kV || W < 8 ? kNscU<T, kGrad> : kNscU<T, kGrad> / 2;
+        auto load = [&](const T* p) -> P {
+          if constexpr (kV) {
+            return *reinterpret_cast<const P*>(p);
           } else {
-            const double d = to_d(xv.v[e]) - K[e];
-            s1[e] += d;
-            s2[e] = __fma_rn(d, d, s2[e]);
+            P v;
+#pragma unroll
+            for (int e = 0; e < W; ++e) v.v[e] = p[e];
+            return v;
           }
-        }
-      };
-      auto load = [&](const T* p, int64_t a) -> P {
-        if (vec) return *reinterpret_cast<const P*>(p + a);
-        P v;
+        };
+        for (int j = 0; j < nj; j += U) {
+          P xv[U], gv[U];
 #pragma unroll
-        for (int e = 0; e < W; ++e) v.v[e] = p[a + e];
-        return v;
-      };
-      // Rows ty, ty + TY, ... of the chunk, in order, B loads in flight.
-      constexpr int B = kGrad && W * sizeof(T) == 16 && sizeof(T) == 2 ? 2 : 4;
-      for (int j = 0; j < g.RPT; j += B) {
-        P xv[B], gv[B];
+          for (int b = 0; b < U; ++b)
+            if (j + b < nj) {
+              xv[b] = load(xr + b * step);
+              if constexpr (kGrad) gv[b] = load(gr + b * step);
+            }
 #pragma unroll
-        for (int b = 0; b < B; ++b) {
-          const int64_t r = ty + static_cast<int64_t>(j + b) * g.ty;
-          if (j + b < g.RPT && r < nr) {
-            const int64_t a = (row0 + r) * g.C + c0;
-            xv[b] = load(x, a);
-            if constexpr (kGrad) gv[b] = load(dy, a);
-          }
-        }
+          for (int b = 0; b < U; ++b)
+            if (j + b < nj)
 #pragma unroll
-        for (int b = 0; b < B; ++b) {
-          const int64_t r = ty + static_cast<int64_t>(j + b) * g.ty;
-          if (j + b < g.RPT && r < nr) add(xv[b], gv[b]);
+              for (int e = 0; e < W; ++e) {
+                if constexpr (kGrad) {
+                  const A gd = ld_acc(gv[b].v[e]);
+                  s1[e] += gd;
+                  s2[e] = fma_a(gd, ld_acc(xv[b].v[e]) - K[e], s2[e]);
+                } else {
+                  const A d = ld_acc(xv[b].v[e]) - K[e];
+                  s1[e] += d;
+                  s2[e] = fma_a(d, d, s2[e]);
+                }
+              }
+          xr += U * step;
+          if constexpr (kGrad) gr += U * step;
         }
       }
     }
-    // Fixed tree over ty, for s1 then s2.
-    double tot[2][W];
+    // Fixed tree over ty, in double, s1 and s2 together.
+    __syncthreads();  // red may still be read
+    if (lane_ok)
 #pragma unroll
-    for (int pass = 0; pass < 2; ++pass) {
-      __syncthreads();  // red may still be read
-      if (lane_ok)
-#pragma unroll
-        for (int e = 0; e < W; ++e) red[threadIdx.x * W + e] = pass ? s2[e] : s1[e];
-      __syncthreads();
-      for (int h = g.typ2 / 2; h > 0; h /= 2) {
-        if (lane_ok && ty < h && ty + h < g.ty)
-#pragma unroll
-          for (int e = 0; e < W; ++e) red[threadIdx.x * W + e] += red[(threadIdx.x + h * g.tx) * W + e];
-        __syncthreads();
+      for (int e = 0; e < W; ++e) {
+        red[threadIdx.x * W + e] = static_cast<double>(s1[e]);
+        red[(kThreads + threadIdx.x) * W + e] = static_cast<double>(s2[e]);
       }
+    __syncthreads();
+    for (int h = g.typ2 / 2; h > 0; h /= 2) {
+      if (lane_ok && ty < h && ty + h < g.ty) {
+        const int o = h * g.tx;
 #pragma unroll
-      for (int e = 0; e < W; ++e) tot[pass][e] = red[tx * W + e];
+        for (int e = 0; e < W; ++e) {
+          red[threadIdx.x * W + e] += red[(threadIdx.x + o) * W + e];
+          red[(kThreads + threadIdx.x) * W + e] += red[(kThreads + threadIdx.x + o) * W + e];
+        }
+      }
+      __syncthreads();
     }
     if (ty == 0 && act) {
       const int64_t o = (seg * g.K + kc) * g.C + c0;
-#pragma unroll
-      for (int e = 0; e < W; ++e) {
+#pragma unroll 1
+      for (int e = 0; e < W; ++e) {  // not unrolled: one inlined double division
+        const double t1 = red[tx * W + e], t2 = red[(kThreads + tx) * W + e];
         if constexpr (kGrad) {
-          p0[o + e] = tot[0][e];
-          p1[o + e] = tot[1][e];
+          p0[o + e] = t1;
+          p1[o + e] = t2;
         } else {
           double mean, m2;
-          shifted_to_stats(static_cast<double>(nr), K[e], tot[0][e], tot[1][e], mean, m2);
+          shifted_to_stats(static_cast<double>(nr), static_cast<double>(ld_acc(x[row0 * g.C + c0 + e])), t1, t2,
+                           mean, m2);
           p0[o + e] = static_cast<double>(nr);
           p1[o + e] = mean;
           p2[o + e] = m2;
@@ -388,7 +454,7 @@ __device__ __forceinline__ int64_t item_at(const Items& it, int64_t k, int64_t i
   return (k / it.KG) * it.B1 + (k % it.KG) * it.B2 + (i / it.ipr) * it.stride + i % it.ipr;
 }
 Items items(int64_t keys, int64_t I, int64_t KG, int64_t B1, int64_t B2, int64_t ipr, int64_t stride) {
-  return Items{keys, I, max64(KG, 1), B1, B2, max64(ipr, 1), stride, pow2_at_least(cdiv(I, 8))};
+  return Items{keys, I, max64(KG, 1), B1, B2, max64(ipr, 1), stride, pow2_at_least(cdiv(I, 4))};
 }
 Items ncs_items(const NcsGeom& g) { return items(g.keys, g.U, 1, g.U, 0, g.U, 0); }
 
@@ -399,9 +465,21 @@ __device__ __forceinline__ void merge_key(const Items& it, int64_t k, const doub
   const int lt = threadIdx.x % it.tpk, t = threadIdx.x;
   n = m = q = 0;
   if (k < it.keys)
-    for (int64_t i = lt; i < it.I; i += it.tpk) {
-      const int64_t a = item_at(it, k, i);
-      chan_merge(n, m, q, p0[a], p1[a], p2[a]);
+    for (int64_t i0 = lt; i0 < it.I; i0 += 4 * it.tpk) {  // items i0, i0 + tpk, ... in order, 4 loaded at once
+      double a0[4], a1[4], a2[4];
+#pragma unroll
+      for (int b = 0; b < 4; ++b) {
+        const int64_t i = i0 + b * it.tpk;
+        a0[b] = a1[b] = a2[b] = 0;
+        if (i < it.I) {
+          const int64_t a = item_at(it, k, i);
+          a0[b] = p0[a];
+          a1[b] = p1[a];
+          a2[b] = p2[a];
+        }
+      }
+#pragma unroll
+      for (int b = 0; b < 4; ++b) chan_merge(n, m, q, a0[b], a1[b], a2[b]);  // count 0: no-op
     }
   __syncthreads();  // sh may still be read
   sh[t] = n;
@@ -430,10 +508,25 @@ __device__ __forceinline__ void sum_key(const Items& it, int64_t k, const double
   const int lt = threadIdx.x % it.tpk, t = threadIdx.x;
   a = b = 0;
   if (k < it.keys)
-    for (int64_t i = lt; i < it.I; i += it.tpk) {
-      const int64_t j = item_at(it, k, i);
-      a += p0[j];
-      b += p1[j];
+    for (int64_t i0 = lt; i0 < it.I; i0 += 4 * it.tpk) {  // items i0, i0 + tpk, ... in order, 4 loaded at once
+      double v0[4], v1[4];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const int64_t i = i0 + u * it.tpk;
+        v0[u] = v1[u] = 0;
+        if (i < it.I) {
+          const int64_t j = item_at(it, k, i);
+          v0[u] = p0[j];
+          v1[u] = p1[j];
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        if (i0 + u * it.tpk < it.I) {
+          a += v0[u];
+          b += v1[u];
+        }
+      }
     }
   __syncthreads();
   sh[t] = a;
@@ -678,8 +771,10 @@ __global__ void __launch_bounds__(kThreads, 3)
     else
       return from_acc<T>(fma_a(d, cf.c1[k], cf.c2[k]));
   };
+  // Blocks run from the end of the tensor back: the statistics pass before this one read it
+  // front to back, so its last part is still in L2 when this pass starts.
   for (int64_t blk = blockIdx.x; blk < g.nblk; blk += gridDim.x) {
-    const int64_t e0 = blk * BE;
+    const int64_t e0 = (g.nblk - 1 - blk) * BE;
     // Block bases: ncs: row rb = e0 / S, position sb, channel cb; nsc: row rb = e0 / C, channel
     // cb, sample nb and position sb of row rb.
     int64_t rb, cb, nb = 0, sb = 0;
@@ -799,10 +894,13 @@ const char* launch_nsc_stats(const NscGeom& g, int W, const void* x, const void*
   const bool vec = W > 1 && aligned16<T>(x) && (!kGrad || aligned16<T>(dy));
   const T* xt = static_cast<const T*>(x);
   const T* dyt = static_cast<const T*>(dy);
+  const int grid = grid_of(nblk);
   if (W == 1)
-    nsc_stats<T, kGrad, 1><<<grid_of(nblk), kThreads, 0, s>>>(g, xt, dyt, m, p0, p1, p2, false);
+    nsc_stats<T, kGrad, 1, false><<<grid, kThreads, 0, s>>>(g, xt, dyt, m, p0, p1, p2);
+  else if (vec)
+    nsc_stats<T, kGrad, kVec16<T>, true><<<grid, kThreads, 0, s>>>(g, xt, dyt, m, p0, p1, p2);
   else
-    nsc_stats<T, kGrad, kVec16<T>><<<grid_of(nblk), kThreads, 0, s>>>(g, xt, dyt, m, p0, p1, p2, vec);
+    nsc_stats<T, kGrad, kVec16<T>, false><<<grid, kThreads, 0, s>>>(g, xt, dyt, m, p0, p1, p2);
   return launch_error();
 }
 
@@ -812,8 +910,13 @@ const char* launch_ncs_stats(const NcsGeom& g, const void* x, const void* dy, co
   const int64_t units = g.keys * g.U;
   if (units == 0 || g.RL == 0) return nullptr;
   const bool vec = g.RL % kVec16<T> == 0 && aligned16<T>(x) && (!kGrad || aligned16<T>(dy));
-  ncs_stats<T, kGrad><<<grid_of(cdiv(units, kWarps)), kThreads, 0, s>>>(g, static_cast<const T*>(x),
-                                                                        static_cast<const T*>(dy), m, p0, p1, p2, vec);
+  const int grid = grid_of(cdiv(units, kWarps));
+  const T* xt = static_cast<const T*>(x);
+  const T* dyt = static_cast<const T*>(dy);
+  if (vec)
+    ncs_stats<T, kGrad, true><<<grid, kThreads, 0, s>>>(g, xt, dyt, m, p0, p1, p2);
+  else
+    ncs_stats<T, kGrad, false><<<grid, kThreads, 0, s>>>(g, xt, dyt, m, p0, p1, p2);
   return launch_error();
 }
 
