@@ -41,13 +41,23 @@ if has sanitize; then
   done
 fi
 if has ncu; then
-  echo "::: Nsight Compute (row norms bf16 16384x4096)"
-  timeout 60 ncu --clock-control none -k regex:"fwd_cached|bwd_cached|col_reduce" -c 6 python3 - <<'PY' >"$out/ncu.txt" 2>&1
+  echo "::: Nsight Compute (row norms bf16, channel norms f32 256x64x56x56)"
+  timeout 120 ncu --clock-control none -k regex:"fwd_cached|bwd_cached|col_reduce|nsc_stats|ncs_stats|bn_fin|apply_kernel" \
+    -c 24 python3 - <<'PY' >"$out/ncu.txt" 2>&1
 import torch, normkit as nk
-x = torch.randn(16384, 4096, device="cuda", dtype=torch.bfloat16); w = torch.randn(4096, device="cuda", dtype=torch.bfloat16)
-y, m, r = nk.layer_norm_forward(x, w, w); nk.rms_norm(x, w); nk.layer_norm_backward(x, x, m, r, w)
+bf = torch.bfloat16
+for n in (1024, 4096):
+    x = torch.randn(16384, n, device="cuda", dtype=bf); w = torch.randn(n, device="cuda", dtype=bf)
+    y, m, r = nk.layer_norm_forward(x, w, w); nk.rms_norm(x, w); nk.layer_norm_backward(x, x, m, r, w)
+x = torch.randn(256, 64, 56, 56, device="cuda")
+xl = x.permute(0, 2, 3, 1).contiguous()
+w = torch.ones(64, device="cuda")
+y, m, r = nk.batch_norm_forward(xl, w, w, training=True, channel_axis=-1)
+nk.batch_norm_backward(xl, xl, m, r, w, channel_axis=-1)
+y, gm, gr = nk.group_norm_forward(x, 32, w, w)
+nk.group_norm_backward(x, x, gm, gr, w, num_groups=32)
 torch.cuda.synchronize()
 PY
-  grep -E "fwd_cached|bwd_cached|col_reduce|Duration|Memory Throughput|DRAM Throughput|Registers Per|Achieved Occupancy" "$out/ncu.txt" | head -40
+  grep -E "^  [a-z_]+.*\(|Duration|DRAM Throughput|Registers Per|Achieved Occupancy" "$out/ncu.txt" | head -120
 fi
 echo "::: done in $((SECONDS - t0)) s"
