@@ -148,8 +148,12 @@ Arr describe_device(py::handle obj) {
     r.itemsize = r.kind == Kind::other ? py::cast<int64_t>(obj.attr("element_size")())
                  : r.kind == Kind::f64 ? 8 : r.kind == Kind::f32 ? 4 : r.kind == Kind::boolean ? 1 : 2;
     for (auto& s : r.strides) s *= r.itemsize;
-    r.dtype_str = py::str(dt);
-    if (r.dtype_str.rfind("torch.", 0) == 0) r.dtype_str = r.dtype_str.substr(6);
+    if (r.kind != Kind::other) {
+      r.dtype_str = kind_name(r.kind);
+    } else {
+      r.dtype_str = py::str(dt);
+      if (r.dtype_str.rfind("torch.", 0) == 0) r.dtype_str = r.dtype_str.substr(6);
+    }
     return r;
   }
   if (py::hasattr(obj, "__dlpack__")) return describe_dlpack(obj);
@@ -172,7 +176,7 @@ const char* kind_name(Kind k) {
 
 int device_of(py::handle obj) {
   if (obj.is_none() || py::isinstance<py::array>(obj)) return -1;
-  if (is_torch(obj)) return py::cast<bool>(obj.attr("is_cuda")) ? py::cast<int>(obj.attr("get_device")()) : -1;
+  if (is_torch(obj)) return py::cast<int>(obj.attr("get_device")());  // -1 for host tensors
   if (py::hasattr(obj, "__dlpack_device__")) {
     int kind = 0, dev = 0;
     try {
@@ -312,6 +316,7 @@ Call::Call(const char* op, std::initializer_list<std::pair<const char*, py::hand
   const py::tuple r = py::handle(gpu_module()).attr("adapter")(op_, names, objs, dev_);
   adapter_ = r[0];
   stream_ = reinterpret_cast<void*>(py::cast<uintptr_t>(r[1]));
+  finishes_ = py::cast<bool>(adapter_.attr("finishes"));
   const py::capsule cap = adapter_.attr("backend");
   be_ = static_cast<const Backend*>(PyCapsule_GetPointer(cap.ptr(), kBackendCapsule));
   if (!be_) throw py::error_already_set();
@@ -423,6 +428,32 @@ Arr Call::empty(const std::vector<int64_t>& shape, Kind kind) {
   return make(r[0], py::cast<uintptr_t>(r[1]), shape, kind);
 }
 
+namespace {
+struct ScratchMem {
+  const Backend* be;
+  int dev;
+  void* ptr;
+  void* stream;
+};
+}  // namespace
+
+Arr Call::scratch(const std::vector<int64_t>& shape, DType dt) {
+  if (on_host()) return empty(shape, dt);
+  const int64_t bytes = prod(shape, 0, shape.size()) * (dt == DType::f64 ? 8 : dt == DType::f32 ? 4 : 2);
+  auto* m = new ScratchMem{be_, dev_, nullptr, stream_};
+  if (const char* err = be_->scratch_alloc(dev_, bytes, stream_, &m->ptr)) {
+    delete m;
+    raise("scratch memory", err);
+  }
+  // Released in stream order when the last Arr holding it goes (after the kernels are enqueued).
+  py::capsule owner(m, [](void* p) {
+    auto* sm = static_cast<ScratchMem*>(p);
+    sm->be->scratch_free(sm->dev, sm->ptr, sm->stream);
+    delete sm;
+  });
+  return make(owner, reinterpret_cast<uintptr_t>(m->ptr), shape, static_cast<Kind>(dt));
+}
+
 Arr& Call::output(const char* name, const char* as, const std::vector<int64_t>& shape, DType dt) {
   Arr& o = get(name);
   Arr& dst = get(as);
@@ -521,7 +552,7 @@ std::vector<double> Call::read_doubles(const Arr& a, int64_t n) {
   return out;
 }
 
-py::object Call::result(const Arr& a) { return on_host() ? a.obj : adapter_.attr("finish")(a.obj); }
+py::object Call::result(const Arr& a) { return finishes_ ? adapter_.attr("finish")(a.obj) : a.obj; }
 
 py::object Call::broadcast_rows(const Arr& a, int64_t n) {
   std::vector<int64_t> shape{n};

@@ -84,6 +84,9 @@ class Call {
   // ---- memory of the arrays' device
   Arr empty(const std::vector<int64_t>& shape, Kind kind);
   Arr empty(const std::vector<int64_t>& shape, DType dt) { return empty(shape, static_cast<Kind>(dt)); }
+  // A temporary of the call, never handed to the caller: on a GPU, stream-ordered scratch from
+  // normkit's pool (no allocation through the caller's library); on the host, a NumPy array.
+  Arr scratch(const std::vector<int64_t>& shape, DType dt);
   // The output `name` (out= when given, else a new C-contiguous array), stored under `as`.
   Arr& output(const char* name, const char* as, const std::vector<int64_t>& shape, DType dt);
   // Replaces the argument by a C-contiguous aligned copy when it is not one; returns it.
@@ -129,6 +132,7 @@ class Call {
   std::deque<std::pair<const char*, Arr>> args_;  // stable references
   int dev_ = -1;
   py::object adapter_;
+  bool finishes_ = false;  // the adapter converts results before they are handed back (JAX)
   void* stream_ = nullptr;
   const Backend* be_;
 };

@@ -38,6 +38,9 @@ struct Backend {
   const char* (*max_norm)(DType, int64_t A, int64_t K, int64_t B, void* w, double max_value, int dev, void* stream);
   const char* (*convert)(DType src, DType dst, int64_t n, const void* from, void* to, int dev, void* stream);
   const char* (*copy_to_host)(int dev, const void* src, int64_t bytes, void* dst, void* stream);
+  // Temporaries of a call (never handed to the caller): stream-ordered scratch memory.
+  const char* (*scratch_alloc)(int dev, int64_t bytes, void* stream, void** ptr);
+  const char* (*scratch_free)(int dev, void* ptr, void* stream);
 };
 
 // The CPU kernels (dev and stream ignored; they run to completion on the calling thread's pool).

@@ -1,5 +1,6 @@
 // The host's kernel table: the CPU kernels behind the CUDA entry points' signatures (backend.h).
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -146,6 +147,16 @@ const char* copy_to_host(int, const void* src, int64_t bytes, void* dst, void*) 
   return nullptr;
 }
 
+const char* scratch_alloc(int, int64_t bytes, void*, void** ptr) {
+  *ptr = std::malloc(static_cast<size_t>(bytes > 0 ? bytes : 1));
+  return *ptr ? nullptr : "out of host memory";
+}
+
+const char* scratch_free(int, void* ptr, void*) {
+  std::free(ptr);
+  return nullptr;
+}
+
 }  // namespace
 
 const Backend& host_backend() {
@@ -170,6 +181,8 @@ const Backend& host_backend() {
       max_norm,
       convert,
       copy_to_host,
+      scratch_alloc,
+      scratch_free,
   };
   return b;
 }

@@ -77,7 +77,7 @@ Arr& chan_output(Call& c, const Chan& v, const char* as, std::initializer_list<c
 struct BnOut {
   Arr y, sm, sr, bm, bv;
 };
-BnOut batch_norm_call(Call& c, const Chan& v, bool training, double eps, bool update) {
+BnOut batch_norm_call(Call& c, const Chan& v, bool training, double eps, bool update, bool want_stats) {
   const int64_t C = v.C;
   const DType acc = acc_of(v.dt);
   BatchNormFwdArgs a{v.dt, v.layout, v.N, C, v.S, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, training,
@@ -90,13 +90,13 @@ BnOut batch_norm_call(Call& c, const Chan& v, bool training, double eps, bool up
   }
   BnOut o;
   if (update) {
-    o.bm = c.empty({C}, DType::f64);
-    o.bv = c.empty({C}, DType::f64);
+    o.bm = c.scratch({C}, DType::f64);
+    o.bv = c.scratch({C}, DType::f64);
     a.batch_mean = o.bm.data<double>();
     a.batch_var = o.bv.data<double>();
   }
-  o.sm = c.empty({C}, acc);
-  o.sr = c.empty({C}, acc);
+  o.sm = want_stats ? c.empty({C}, acc) : c.scratch({C}, acc);
+  o.sr = want_stats ? c.empty({C}, acc) : c.scratch({C}, acc);
   a.save_mean = o.sm.data();
   a.save_rstd = o.sr.data();
   o.y = chan_output(c, v, "y", {"x"});
@@ -124,7 +124,7 @@ py::object batch_norm_forward(py::handle x_, py::handle w_, py::handle b_, py::h
   if (!training && !given)
     throw py::value_error("batch_norm in eval mode (training=False) needs running_mean and running_var");
   const bool update = training && given;
-  BnOut o = batch_norm_call(c, v, training, eps, update);
+  BnOut o = batch_norm_call(c, v, training, eps, update, want_stats);
   if (update && v.C > 0) update_running(c, o.bm, o.bv, v.C, momentum);
   if (!want_stats) return c.result(o.y);
   return py::make_tuple(c.result(o.y), c.result(o.sm), c.result(o.sr));
@@ -148,7 +148,9 @@ py::tuple batch_norm_backward(py::handle dy_, py::handle x_, py::handle mean_, p
   a.rstd = c.in_dtype("save_rstd", acc);
   a.weight = c.in_dtype("weight", acc);
   Arr& dx = chan_output(c, v, "dx", {"x", "dy"});
-  Arr dw = c.empty({C}, DType::f64), db = c.empty({C}, DType::f64);
+  // Double gradients: handed back when the parameters are float64, else temporaries cast below.
+  Arr dw = pdt == DType::f64 ? c.empty({C}, pdt) : c.scratch({C}, DType::f64);
+  Arr db = pdt == DType::f64 ? c.empty({C}, pdt) : c.scratch({C}, DType::f64);
   a.x = c["x"].data<const void>();
   a.dy = c["dy"].data<const void>();
   a.dx = dx.data();
@@ -165,7 +167,7 @@ py::tuple batch_norm_backward(py::handle dy_, py::handle x_, py::handle mean_, p
 struct GnOut {
   Arr y, mean, m2, rstd;
 };
-GnOut group_fwd(Call& c, const Chan& v, int64_t G, double eps) {
+GnOut group_fwd(Call& c, const Chan& v, int64_t G, double eps, bool want_stats) {
   c.param("weight", v.dt, {v.C});
   c.param("bias", v.dt, {v.C});
   const DType acc = acc_of(v.dt);
@@ -174,9 +176,12 @@ GnOut group_fwd(Call& c, const Chan& v, int64_t G, double eps) {
   a.bias = c.in_dtype("bias", acc);
   GnOut o;
   o.y = chan_output(c, v, "y", {"x"});
-  o.mean = c.empty({v.N, G}, DType::f64);
-  o.m2 = c.empty({v.N, G}, DType::f64);
-  o.rstd = c.empty({v.N, G}, DType::f64);
+  // The double statistics are temporaries unless handed back as they are (float64 data, wanted)
+  // or filled with NaN (no values: no kernel writes them).
+  const bool keep = v.size() == 0 || (want_stats && acc == DType::f64);
+  o.mean = keep ? c.empty({v.N, G}, DType::f64) : c.scratch({v.N, G}, DType::f64);
+  o.m2 = keep ? c.empty({v.N, G}, DType::f64) : c.scratch({v.N, G}, DType::f64);
+  o.rstd = keep ? c.empty({v.N, G}, DType::f64) : c.scratch({v.N, G}, DType::f64);
   a.x = c["x"].data<const void>();
   a.y = o.y.data();
   a.mean = o.mean.data<double>();
@@ -199,7 +204,7 @@ py::object group_norm_forward(py::handle x_, int64_t G, py::handle w_, py::handl
   const Chan v = chan_of(c, channel_axis);
   check_groups(G, v.C);
   check_eps(eps);
-  GnOut o = group_fwd(c, v, G, eps);
+  GnOut o = group_fwd(c, v, G, eps, want_stats);
   if (!want_stats) return c.result(o.y);
   const DType acc = acc_of(v.dt);
   return py::make_tuple(c.result(o.y), c.result(c.cast(o.mean, acc)), c.result(c.cast(o.rstd, acc)));
@@ -220,8 +225,10 @@ py::tuple group_bwd(Call& c, const Chan& v, int64_t G, bool affine_only) {
   a.rstd = c.in_dtype("rstd", acc);
   a.weight = c.in_dtype("weight", acc);
   Arr& dx = chan_output(c, v, "dx", {"x", "dy"});
-  Arr sdy = c.empty({v.N, v.C}, DType::f64), sdyx = c.empty({v.N, v.C}, DType::f64);
-  Arr dw = c.empty({v.C}, DType::f64), db = c.empty({v.C}, DType::f64);
+  Arr sdy = c.scratch({v.N, v.C}, DType::f64), sdyx = c.scratch({v.N, v.C}, DType::f64);
+  const bool keep = v.size() == 0 || pdt == DType::f64;  // handed back as they are, or zero-filled
+  Arr dw = keep ? c.empty({v.C}, DType::f64) : c.scratch({v.C}, DType::f64);
+  Arr db = keep ? c.empty({v.C}, DType::f64) : c.scratch({v.C}, DType::f64);
   a.x = c["x"].data<const void>();
   a.dy = c["dy"].data<const void>();
   a.dx = dx.data();
@@ -262,9 +269,9 @@ py::object instance_norm_forward(py::handle x_, py::handle w_, py::handle b_, py
     if (v.S < 2)
       throw py::value_error("instance_norm with use_input_stats=True needs more than 1 spatial value per channel, "
                             "got x of shape " + shape_str(v.shape));
-    GnOut o = group_fwd(c, v, C, eps);
+    GnOut o = group_fwd(c, v, C, eps, want_stats);
     if (given && N > 0 && C > 0) {  // PyTorch: batch averages of the per-instance mean / unbiased variance
-      Arr bm = c.empty({C}, DType::f64), bv = c.empty({C}, DType::f64);
+      Arr bm = c.scratch({C}, DType::f64), bv = c.scratch({C}, DType::f64);
       c.run("instance_norm batch statistics", [&](const Backend& be, int dev, void* s) {
         return be.instance_batch_stats(N, C, v.S, o.mean.data<const double>(), o.m2.data<const double>(),
                                        bm.data<double>(), bv.data<double>(), dev, s);
@@ -278,7 +285,7 @@ py::object instance_norm_forward(py::handle x_, py::handle w_, py::handle b_, py
   c.param("weight", v.dt, {C});
   c.param("bias", v.dt, {C});
   // Constant statistics per channel: BatchNorm's eval path.
-  BnOut o = batch_norm_call(c, v, false, eps, false);
+  BnOut o = batch_norm_call(c, v, false, eps, false, want_stats);
   if (!want_stats) return c.result(o.y);
   return py::make_tuple(c.result(o.y), c.broadcast_rows(o.sm, N), c.broadcast_rows(o.sr, N));
 }

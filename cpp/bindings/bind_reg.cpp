@@ -32,7 +32,7 @@ double penalty(const char* op, py::handle w_, double lam, RegNorm norm) {
   check_nonneg(lam, "lam");
   const int64_t n = c["w"].size();
   if (n == 0) return 0.0;
-  Arr out = c.empty({1}, DType::f64);
+  Arr out = c.scratch({1}, DType::f64);
   const RegRowSumArgs a{dt, norm, 1, n, n, c.dense("w").data<const void>(), out.data<double>()};
   c.run(norm == RegNorm::l2 ? "l2 sum" : "l1 sum", [&](const Backend& be, int dev, void* s) {
     return be.reg_row_sum(a, dev, s);

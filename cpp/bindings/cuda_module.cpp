@@ -129,6 +129,8 @@ const Backend& cuda_backend() {
       nk::cuda::max_norm,
       nk::cuda::convert,
       nk::cuda::copy_to_host,
+      nk::cuda::scratch_alloc,
+      nk::cuda::scratch_free,
   };
   return b;
 }

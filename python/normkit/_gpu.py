@@ -81,6 +81,7 @@ class _Lib:
 
     writable = True
     needs_cuda = True
+    finishes = False  # whether `finish` does anything (read once per call by the bindings)
 
     def __init__(self, like: Any, dev: int) -> None:
         self.dev = dev
@@ -179,6 +180,7 @@ class _Jax(_Lib):
     """JAX arrays are immutable: results are normkit-owned buffers that JAX imports through DLPack."""
 
     writable = False
+    finishes = True
 
     def __init__(self, like: Any, dev: int) -> None:
         import jax

@@ -28,6 +28,10 @@ const char* device_name(int dev);
 const char* malloc_device(int dev, int64_t bytes, void** ptr);
 const char* free_device(int dev, void* ptr);
 const char* stream_synchronize(int dev, void* stream);
+// Stream-ordered scratch memory from normkit's per-device pool (kept between calls): usable by work
+// enqueued on `stream` after the call; scratch_free releases it in stream order.
+const char* scratch_alloc(int dev, int64_t bytes, void* stream, void** ptr);
+const char* scratch_free(int dev, void* ptr, void* stream);
 // dst[i] = src[i] converted (through the accumulation type, rounded to nearest even), on the stream.
 const char* convert(DType src_dtype, DType dst_dtype, int64_t n, const void* src, void* dst, int dev, void* stream);
 // bytes from device memory to host memory, after the stream's work so far (waits for it).

@@ -58,6 +58,22 @@ const char* convert(DType src_dtype, DType dst_dtype, int64_t n, const void* src
   });
 }
 
+const char* scratch_alloc(int dev, int64_t bytes, void* stream, void** ptr) {
+  DeviceScope d(dev);
+  if (d.error()) return d.error();
+  *ptr = nullptr;
+  const cudaStream_t s = static_cast<cudaStream_t>(stream);
+  const size_t n = static_cast<size_t>(bytes > 0 ? bytes : 1);
+  if (cudaMemPool_t pool = scratch_pool()) return cuda_error(cudaMallocFromPoolAsync(ptr, n, pool, s));
+  return cuda_error(cudaMallocAsync(ptr, n, s));
+}
+
+const char* scratch_free(int dev, void* ptr, void* stream) {
+  DeviceScope d(dev);
+  if (d.error()) return d.error();
+  return cuda_error(cudaFreeAsync(ptr, static_cast<cudaStream_t>(stream)));
+}
+
 const char* copy_to_host(int dev, const void* src, int64_t bytes, void* dst, void* stream) {
   DeviceScope d(dev);
   if (d.error()) return d.error();
