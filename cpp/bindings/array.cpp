@@ -69,7 +69,7 @@ Arr describe_host(py::handle obj, const char* name) {
   r.shape.assign(a.shape(), a.shape() + a.ndim());
   r.strides.assign(a.strides(), a.strides() + a.ndim());
   r.kind = numpy_kind(a.dtype(), &r.itemsize);
-  r.dtype_str = py::str(a.dtype());
+  r.dtype_obj = a.dtype();  // str(dtype) runs Python code in NumPy: named only for messages
   r.writeable = a.writeable();
   return r;
 }
@@ -212,6 +212,11 @@ std::string where(py::handle obj) {
 
 // ---- Arr
 
+std::string Arr::dtype_name() const {
+  if (!dtype_str.empty() || !dtype_obj) return dtype_str;
+  return py::str(dtype_obj);
+}
+
 int64_t Arr::size() const { return prod(shape, 0, shape.size()); }
 
 bool Arr::aligned() const {
@@ -341,7 +346,7 @@ DType Call::floats(const char* name) const {
   const Arr& a = get(name);
   if (!a.given()) throw py::type_error(std::string(name) + " must be a numpy.ndarray, got NoneType");
   if (!a.is_float())
-    throw py::type_error(std::string(name) + " has dtype " + a.dtype_str +
+    throw py::type_error(std::string(name) + " has dtype " + a.dtype_name() +
                          "; expected float32, float64, float16 or bfloat16 (native byte order)");
   return a.dt();
 }
@@ -350,8 +355,8 @@ void Call::same_as(const char* name, const char* like) const {
   const Arr& a = get(name);
   const Arr& ref = get(like);
   if (!a.given()) return;
-  if (a.kind != ref.kind || a.dtype_str != ref.dtype_str)
-    throw py::type_error(std::string(name) + " has dtype " + a.dtype_str + "; expected " + ref.dtype_str +
+  if (a.kind != ref.kind || (a.kind == Kind::other && a.dtype_name() != ref.dtype_name()))
+    throw py::type_error(std::string(name) + " has dtype " + a.dtype_name() + "; expected " + ref.dtype_name() +
                          " (the dtype of " + like + ")");
   if (a.shape != ref.shape)
     throw py::value_error(std::string(name) + " has shape " + shape_str(a.shape) + "; expected " +
@@ -362,7 +367,7 @@ void Call::param(const char* name, DType dt, const std::vector<int64_t>& shape) 
   const Arr& a = get(name);
   if (!a.given()) return;
   if (!a.is_float() || (a.dt() != dt && a.dt() != DType::f32))
-    throw py::type_error(std::string(name) + " has dtype " + a.dtype_str + "; expected " + dtype_name(dt) +
+    throw py::type_error(std::string(name) + " has dtype " + a.dtype_name() + "; expected " + dtype_name(dt) +
                          " (the input's dtype) or float32");
   if (a.shape != shape)
     throw py::value_error(std::string(name) + " has shape " + shape_str(a.shape) + "; expected " + shape_str(shape));
@@ -372,7 +377,7 @@ void Call::stat(const char* name, DType dt, const std::vector<int64_t>& shape, c
   const Arr& a = get(name);
   if (!a.given()) throw py::type_error(std::string(name) + " must be a numpy.ndarray, got NoneType");
   if (a.kind != Kind::f32 && a.kind != Kind::f64 && a.kind != Kind::f16)
-    throw py::type_error(std::string(name) + " has dtype " + a.dtype_str + "; expected " +
+    throw py::type_error(std::string(name) + " has dtype " + a.dtype_name() + "; expected " +
                          (dt == DType::f64 ? "float64" : "float32"));
   if (a.shape != shape)
     throw py::value_error(std::string(name) + " has shape " + shape_str(a.shape) + "; expected " + shape_str(shape) +
@@ -393,7 +398,7 @@ void Call::out(const char* name, const std::vector<int64_t>& shape, Kind kind) c
   if (!on_host() && !py::cast<bool>(adapter_.attr("writable")))
     throw py::type_error(std::string(name) + "= cannot be used with JAX arrays (they are immutable)");
   if (o.kind != kind)
-    throw py::type_error(std::string(name) + " has dtype " + o.dtype_str + "; expected " + kind_name(kind));
+    throw py::type_error(std::string(name) + " has dtype " + o.dtype_name() + "; expected " + kind_name(kind));
   if (o.shape != shape)
     throw py::value_error(std::string(name) + " has shape " + shape_str(o.shape) + "; expected " + shape_str(shape));
   if (!o.c_contiguous()) throw py::value_error(std::string(name) + " must be C-contiguous");
@@ -405,7 +410,13 @@ void Call::out(const char* name, const std::vector<int64_t>& shape, DType dt) co
   out(name, shape, static_cast<Kind>(dt));
 }
 
-static py::dtype dtype_of(Kind k) { return k == Kind::boolean ? py::dtype("bool") : numpy_dtype(static_cast<DType>(k)); }
+// NumPy dtypes of the kinds, made once (bfloat16: ml_dtypes', registered at import).
+static const py::dtype& dtype_of(Kind k) {
+  static py::dtype* cache[5] = {};  // leaked: no destructors after the interpreter is gone
+  const int i = static_cast<int>(k);
+  if (!cache[i]) cache[i] = new py::dtype(k == Kind::boolean ? py::dtype("bool") : numpy_dtype(static_cast<DType>(k)));
+  return *cache[i];
+}
 
 Arr Call::make(py::object obj, uintptr_t ptr, const std::vector<int64_t>& shape, Kind kind) {
   Arr r;
@@ -469,11 +480,13 @@ Arr Call::copy_of(const Arr& a) {
       c = c.attr("copy")();
     Arr r = describe_host(c, "copy");
     r.dtype_str = a.dtype_str;
+    r.dtype_obj = a.dtype_obj;
     return r;
   }
   const py::tuple r = adapter_.attr("copy")(a.obj);
   Arr c = make(r[0], py::cast<uintptr_t>(r[1]), a.shape, a.kind);
   c.dtype_str = a.dtype_str;
+  c.dtype_obj = a.dtype_obj;
   return c;
 }
 
@@ -527,6 +540,7 @@ void Call::protect(const char* name, const char* out, bool any_overlap) {
   if (overlaps(a, o) && (any_overlap || !same_layout(a, o))) {
     Arr c = on_host() ? describe_host(py::array(a.obj).attr("copy")(), name) : copy_of(a);
     c.dtype_str = a.dtype_str;
+    c.dtype_obj = a.dtype_obj;
     a = c;
   }
 }
@@ -589,7 +603,7 @@ void bind_array(py::module_& m) {
     d["ptr"] = a.ptr;
     d["shape"] = py::tuple(py::cast(a.shape));
     d["strides"] = py::tuple(py::cast(a.strides));
-    d["dtype"] = a.dtype_str;
+    d["dtype"] = a.dtype_name();
     d["device"] = device_of(obj);
     return d;
   }, py::arg("obj"), "The array description normkit reads from a NumPy or GPU array (strides in bytes).");

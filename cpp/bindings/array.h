@@ -30,10 +30,12 @@ struct Arr {
   std::vector<int64_t> shape, strides;  // strides in bytes
   Kind kind = Kind::other;
   int64_t itemsize = 1;
-  std::string dtype_str;  // as the caller's library names it, for messages
+  std::string dtype_str;  // as the caller's library names it, for messages (empty: see dtype_obj)
+  py::object dtype_obj;   // a NumPy array's dtype, named only when a message needs it
   bool writeable = true;
 
   bool given() const { return !obj.is_none(); }
+  std::string dtype_name() const;
   bool is_float() const { return kind <= Kind::bf16; }
   DType dt() const { return static_cast<DType>(kind); }
   int64_t ndim() const { return static_cast<int64_t>(shape.size()); }

@@ -28,7 +28,7 @@ py::object run(const char* op, py::handle x_, const char* xname, double p, py::h
   uint64_t seed = 0;
   if (have_mask) {
     const Arr& m = c["mask"];
-    if (m.kind != Kind::boolean) throw py::type_error("mask has dtype " + m.dtype_str + "; expected bool");
+    if (m.kind != Kind::boolean) throw py::type_error("mask has dtype " + m.dtype_name() + "; expected bool");
     if (m.shape != shape)
       throw py::value_error("mask has shape " + shape_str(m.shape) + "; expected " + shape_str(shape) +
                             " (the shape of " + xname + ")");
