@@ -16,6 +16,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --f
 echo "::: build (sm_90 only, to save time)"
 python3 -m pip install -q --no-build-isolation --no-deps . -Cbuild-dir=build/gpu \
   -Ccmake.define.CMAKE_CUDA_ARCHITECTURES=90 >"$out/build.log" 2>&1 || { tail -40 "$out/build.log"; exit 1; }
+rm -f "$out/build.log"  # (the device tool brings back at most 8 files)
 echo "built in $((SECONDS - t0)) s"
 (cd /tmp && python3 -c "import normkit as nk; nk.show_config()")
 if has test; then
@@ -28,7 +29,7 @@ if has bench; then
   echo "::: benchmark (CUDA events, L2 flushed, medians)"
   timeout 150 python3 bench/cuda/bench_cuda.py --reps 30 --json "$out/bench_cuda.json" 2>&1 | tee "$out/bench_cuda.txt"
   echo "::: host cost per call"
-  timeout 60 python3 bench/cuda/host_cost.py --json "$out/host_cost.json" 2>&1 | tee "$out/host_cost.txt"
+  timeout 60 python3 bench/cuda/host_cost.py --json "$out/host_cost.json" 2>&1
   echo "bench done at $((SECONDS - t0)) s"
 fi
 if has sanitize; then
@@ -37,7 +38,7 @@ if has sanitize; then
     timeout 75 compute-sanitizer --tool $tool --error-exitcode 9 python3 -m pytest -q -p no:cacheprovider -m cuda \
       tests/test_cuda.py -k "torch and (f32 or bf16) and not 64bit and not reproducible and not 40000 and not 70001" \
       >"$out/sanitizer_$tool.log" 2>&1
-    echo "$tool exit $? ($(grep 'ERROR SUMMARY' "$out/sanitizer_$tool.log" | sort | uniq -c | tr '\n' ' '))"
+    echo "$tool exit $? ($(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|passed|failed' "$out/sanitizer_$tool.log" | sort | uniq -c | tr '\n' ' '))"
   done
 fi
 if has ncu; then
@@ -59,5 +60,9 @@ nk.group_norm_backward(x, x, gm, gr, w, num_groups=32)
 torch.cuda.synchronize()
 PY
   grep -E "^  [a-z_]+.*\(|Duration|DRAM Throughput|Registers Per|Achieved Occupancy" "$out/ncu.txt" | head -120
+fi
+if has test; then
+  echo "::: GPU tests (again, last): $(tail -1 "$out/test_cuda.log")"
+  grep -E "^FAILED|^ERROR" "$out/test_cuda.log" | head -20
 fi
 echo "::: done in $((SECONDS - t0)) s"
