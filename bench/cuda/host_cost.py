@@ -57,6 +57,25 @@ def cases(dev):
     }
 
 
+def parts(dev):
+    """Pieces of a call, timed alone (where the host time of the BatchNorm eval case goes)."""
+    from normkit import _core, _gpu
+
+    x4 = torch.randn(64, 256, 14, 14, device=dev)
+    c = torch.ones(256, device=dev)
+    y = torch.empty_like(x4)
+    objs = [x4, c, c, c, c]
+    names = ["x", "weight", "bias", "running_mean", "running_var"]
+    return {
+        "torch.empty 64x256x14x14": lambda: torch.empty((64, 256, 14, 14), device=dev),
+        "torch no-op (x.view(-1))": lambda: x4.view(-1),
+        "_core._device_of(x)": lambda: _core._device_of(x4),
+        "_gpu.adapter(5 tensors)": lambda: _gpu.adapter("batch_norm", names, objs, 0),
+        "nk.batch_norm eval, out= given": lambda: nk.batch_norm(x4, c, c, c, c, out=y),
+        "nk.batch_norm eval": lambda: nk.batch_norm(x4, c, c, c, c),
+    }
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", default=None)
@@ -68,9 +87,14 @@ def main(argv=None) -> int:
         rows.append({"case": name, "normkit_us": t_nk, "torch_us": t_pt, "ratio": t_nk / t_pt})
         print(f"host  {name:36s} normkit {t_nk:7.1f} us/call   torch {t_pt:7.1f} us/call   "
               f"normkit/torch {t_nk / t_pt:5.2f}", flush=True)
+    pieces = {}
+    for name, fn in parts(dev).items():
+        pieces[name] = per_call_us(fn)
+        print(f"part  {name:36s} {pieces[name]:7.2f} us/call", flush=True)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "rows": rows}, f, indent=1)
+            json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "rows": rows,
+                       "parts_us": pieces}, f, indent=1)
     return 0
 
 
