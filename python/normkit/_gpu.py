@@ -20,7 +20,6 @@ result).
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import ml_dtypes
