@@ -9,7 +9,8 @@
 // dtype)); each row slot keeps per-column sums of dy * x-hat and dy in registers (cached) or in its
 // own partial row in global memory (looped) and writes them as one partial row; col_reduce adds
 // the partial rows in a fixed order and writes the parameter gradients in their storage type.
-// Bitwise reproducible, no atomics. About 512-1024 partial rows whatever M, so the partials stay a
+// 2-byte types run bwd_staged instead of bwd_cached (rows staged through shared memory by
+// cp.async when aligned; see there). Bitwise reproducible, no atomics. About 512-1024 partial rows whatever M, so the partials stay a
 // few percent of the traffic while every SM gets several row slots.
 #include "norm_common.cuh"
 
@@ -193,6 +194,275 @@ __global__ void __launch_bounds__(MAXT)
   }
 }
 
+// ---- 2-byte types (f16, bf16): the staged cached backward -------------------------------------
+//
+// One pack (ITEMS packs) of x and dy per thread and row, as bwd_cached, but:
+//  - aligned rows (AL) are staged through shared memory by cp.async, kStages rows deep, so that
+//    kStages - 1 rows of every row group are in flight while one is worked on (registers hold
+//    none of them); each thread reads back only what it copied itself, so no barrier guards the
+//    stages. Unaligned rows (!AL) are loaded into registers one row ahead, as before.
+//  - the weights of the thread's columns sit in registers; x-hat and g = dy * w of pass 1 are
+//    kept for pass 2 (no recomputation), and the accumulations use explicit fma (deterministic,
+//    and the same expressions in both variants, so aligned and unaligned rows give the same bits).
+//  - the two row sums share their shuffles (pair_sum); RMSNorm has only one row sum.
+// mean / rstd of the next row are loaded one row ahead into registers.
+constexpr int kStages = 3;
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int K> __device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(K) : "memory");
+}
+
+// Sums of u and v over aligned groups of w lanes (w a power of two <= 32), every lane of a group
+// getting both: the lanes of the group's lower half add u, those of the upper half v (one shuffle
+// per step for both), then the halves swap. Fixed order, the same bits in every lane and run.
+__device__ __forceinline__ void pair_sum(float& u, float& v, int w) {
+  if (w == 1) return;
+  const int h = w / 2;
+  const bool hi = (threadIdx.x & h) != 0;
+  float keep = hi ? v : u;
+  keep += __shfl_xor_sync(0xffffffffu, hi ? u : v, h);
+  for (int o = h / 2; o > 0; o /= 2) keep += __shfl_xor_sync(0xffffffffu, keep, o);
+  const float other = __shfl_xor_sync(0xffffffffu, keep, h);
+  u = hi ? other : keep;
+  v = hi ? keep : other;
+}
+
+// Row sums of the tpr threads of a row group, every thread getting them. TWO: u and v (else v
+// only). tpr > 32: warp sums through buf (2 x 32 slots, used by this call only), one barrier,
+// then a fixed butterfly over the group's warp sums. Must be reached by every thread of the block.
+template <bool TWO> __device__ __forceinline__ void row_sums(float& u, float& v, int tpr, float* buf) {
+  const int lane = threadIdx.x % 32;
+  if (tpr <= 32) {
+    if constexpr (TWO) pair_sum(u, v, tpr);
+    else v = group_sum(v, tpr);
+    return;
+  }
+  const int warps = tpr / 32, first = static_cast<int>(threadIdx.y) * warps, wid = threadIdx.x / 32;
+  if constexpr (TWO) {
+    // Lanes 0-15 end with the warp's u sum, lanes 16-31 with its v sum.
+    const bool hi = lane >= 16;
+    float keep = hi ? v : u;
+    keep += __shfl_xor_sync(0xffffffffu, hi ? u : v, 16);
+#pragma unroll
+    for (int o = 8; o > 0; o /= 2) keep += __shfl_xor_sync(0xffffffffu, keep, o);
+    if ((lane & 15) == 0) buf[(hi ? 32 : 0) + first + wid] = keep;
+    __syncthreads();
+    if (warps == 32) {
+      u = buf[first + lane];
+      v = buf[32 + first + lane];
+      pair_sum(u, v, 32);
+    } else {  // warps <= 16: each half of the warp adds one of the two
+      keep = buf[(hi ? 32 : 0) + first + (lane & (warps - 1))];
+      for (int o = warps / 2; o > 0; o /= 2) keep += __shfl_xor_sync(0xffffffffu, keep, o);
+      const float other = __shfl_xor_sync(0xffffffffu, keep, 16);
+      u = hi ? other : keep;
+      v = hi ? keep : other;
+    }
+  } else {
+    v = group_sum(v, 32);
+    if (lane == 0) buf[first + wid] = v;
+    __syncthreads();
+    v = group_sum(buf[first + (lane & (warps - 1))], warps);
+  }
+}
+
+// Rows of slot y of chunk c and partial rows: as bwd_cached. Dynamic shared memory (AL only):
+// kStages x ITEMS x 2 (x, dy) packs per thread, pack q of thread l of stage s at
+// ((s * ITEMS + it) * 2 + q) * nthr + l (16-byte accesses, conflict-free).
+template <class T, class W, bool RMS, bool AL, int ITEMS>
+__global__ void __launch_bounds__(1024)
+    bwd_staged(const RowNormBwdArgs a, const int64_t spr, float* pw, float* pb) {
+  static_assert(sizeof(T) == 2);
+  using A = float;
+  using P = PackOf<T>;
+  constexpr int V = kVec16<T>;
+  __shared__ A buf[2][64];
+  extern __shared__ __align__(16) unsigned char bwd_smem[];
+  P* stage = reinterpret_cast<P*>(bwd_smem);
+  const int tpr = blockDim.x, tid = threadIdx.x, rpb = blockDim.y;
+  const int nthr = tpr * rpb, lin = static_cast<int>(threadIdx.y) * tpr + tid;
+  const int64_t N = a.N, c = blockIdx.x;
+  const int64_t r0 = c * rpb * spr + threadIdx.y;
+  const int nst = static_cast<int>(r0 < a.M ? min64(spr, (a.M - r0 + rpb - 1) / rpb) : 0);
+  const int nsteps = static_cast<int>(spr);  // < 2^31 (bwd checks)
+  // Column of pack `it` of this thread (< 8192 * ITEMS: int), and whether it is inside the row.
+  // lim: the elements of the pack inside the row (N < 2^31 here).
+  int jj[ITEMS], lim[ITEMS];
+  bool has[ITEMS];
+#pragma unroll
+  for (int it = 0; it < ITEMS; ++it) {
+    jj[it] = (it * tpr + tid) * V;
+    lim[it] = static_cast<int>(N) - jj[it];
+    has[it] = lim[it] > 0;
+  }
+  const W* wp = static_cast<const W*>(a.weight);
+  const T* xb = static_cast<const T*>(a.x);
+  const T* dyb = static_cast<const T*>(a.dy);
+  const int64_t xstep = rpb * a.ldx, dystep = rpb * a.lddy;
+  // Step s of the slot: row r0 + s * rpb.
+  const auto xrow = [&](int s) { return xb + r0 * a.ldx + s * xstep; };
+  const auto dyrow = [&](int s) { return dyb + r0 * a.lddy + s * dystep; };
+  const auto issue = [&](int s) {  // AL: copies of step s into its stage (nothing past nst)
+    if (s < nst) {
+      const T* xr = xrow(s);
+      const T* dr = dyrow(s);
+      P* st = stage + static_cast<int64_t>(s % kStages) * ITEMS * 2 * nthr + lin;
+#pragma unroll
+      for (int it = 0; it < ITEMS; ++it)
+        if (has[it]) {
+          cp_async16(st + (it * 2 + 0) * nthr, xr + jj[it]);
+          cp_async16(st + (it * 2 + 1) * nthr, dr + jj[it]);
+        }
+    }
+    cp_async_commit();
+  };
+  const auto load_stats = [&](int s, A& mean, A& rstd) {
+    const bool ok = s < nst;
+    const int64_t r = r0 + static_cast<int64_t>(s) * rpb;
+    mean = ok && !RMS ? static_cast<const A*>(a.mean)[r] : A(0);
+    rstd = ok ? static_cast<const A*>(a.rstd)[r] : A(0);
+  };
+  P nx[AL ? 1 : ITEMS], nd[AL ? 1 : ITEMS];  // !AL: the next row's packs
+  const auto load_regs = [&](int s) {
+    if constexpr (!AL) {
+#pragma unroll
+      for (int it = 0; it < ITEMS; ++it) {
+        if (s < nst && has[it]) {
+          const T* xr = xrow(s) + jj[it];
+          const T* dr = dyrow(s) + jj[it];
+#pragma unroll
+          for (int k = 0; k < V; ++k) {
+            nx[it].v[k] = k < lim[it] ? xr[k] : T{};
+            nd[it].v[k] = k < lim[it] ? dr[k] : T{};
+          }
+        } else {
+          nx[it] = nd[it] = P{};
+        }
+      }
+    }
+  };
+  A dw[ITEMS][V], db[RMS ? 1 : ITEMS][V];
+#pragma unroll
+  for (int it = 0; it < ITEMS; ++it)
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      dw[it][k] = 0;
+      if constexpr (!RMS) db[it][k] = 0;
+    }
+  const A inv_n = A(1) / static_cast<A>(N);
+  A mean, rstd, nmean, nrstd;
+  load_stats(0, nmean, nrstd);
+  if constexpr (AL) {
+#pragma unroll
+    for (int s = 0; s < kStages - 1; ++s) issue(s);
+  } else {
+    load_regs(0);
+  }
+  for (int st = 0; st < nsteps; ++st) {  // the same count for every slot: barriers stay converged
+    const bool valid = st < nst;
+    mean = nmean;
+    rstd = nrstd;
+    P px[ITEMS], pd[ITEMS];
+    if constexpr (AL) {
+      issue(st + kStages - 1);
+      load_stats(st + 1, nmean, nrstd);
+      cp_async_wait<kStages - 1>();  // step st's copies (this thread's) have landed
+      const P* sp = stage + static_cast<int64_t>(st % kStages) * ITEMS * 2 * nthr + lin;
+#pragma unroll
+      for (int it = 0; it < ITEMS; ++it) {
+        px[it] = sp[(it * 2 + 0) * nthr];
+        pd[it] = sp[(it * 2 + 1) * nthr];
+      }
+    } else {
+#pragma unroll
+      for (int it = 0; it < ITEMS; ++it) {
+        px[it] = nx[it];
+        pd[it] = nd[it];
+      }
+      load_regs(st + 1);
+      load_stats(st + 1, nmean, nrstd);
+    }
+    // The weights of the thread's columns, read again for every row (L1 hits; fewer registers
+    // across the barrier than holding them).
+    A w[ITEMS][V];
+#pragma unroll
+    for (int it = 0; it < ITEMS; ++it) {
+      if (wp && has[it]) {
+        load_params<W, V, AL>(wp, jj[it], N, w[it]);
+      } else {
+#pragma unroll
+        for (int k = 0; k < V; ++k) w[it][k] = 1;
+      }
+    }
+    // Pass 1: x-hat, g, the row sums and the column sums. Elements past N (!AL only): d = 0
+    // and x-hat = 0, which add nothing; packs past N are skipped (in both variants alike).
+    A sg = 0, sgx = 0;
+    A g[ITEMS][V], xh[ITEMS][V];
+#pragma unroll
+    for (int it = 0; it < ITEMS; ++it) {
+#pragma unroll
+      for (int k = 0; k < V; ++k) {
+        const A d = to_acc(pd[it].v[k]), xv = to_acc(px[it].v[k]);
+        A h = RMS ? xv * rstd : (xv - mean) * rstd;
+        if constexpr (!AL) h = k < lim[it] ? h : A(0);
+        xh[it][k] = h;
+        g[it][k] = d * w[it][k];
+      }
+      if (valid && has[it]) {
+#pragma unroll
+        for (int k = 0; k < V; ++k) {
+          const A d = to_acc(pd[it].v[k]);
+          if constexpr (!RMS) sg += g[it][k];
+          sgx = __fmaf_rn(g[it][k], xh[it][k], sgx);
+          dw[it][k] = __fmaf_rn(d, xh[it][k], dw[it][k]);
+          if constexpr (!RMS) db[it][k] += d;
+        }
+      }
+    }
+    row_sums<!RMS>(sg, sgx, tpr, buf[st & 1]);  // alternating buffers: one barrier per row
+    // dx = rstd * (g - mean(g) - x-hat * mean(g * x-hat)) = fma(cx, x-hat, fma(rstd, g, c0)).
+    const A c0 = RMS ? A(0) : -(rstd * (sg * inv_n)), cx = -(rstd * (sgx * inv_n));
+    if (valid) {
+      T* dxr = static_cast<T*>(a.dx) + (r0 + static_cast<int64_t>(st) * rpb) * N;
+#pragma unroll
+      for (int it = 0; it < ITEMS; ++it) {
+        if (has[it]) {
+          P o;
+#pragma unroll
+          for (int k = 0; k < V; ++k) {
+            const A base = RMS ? rstd * g[it][k] : __fmaf_rn(rstd, g[it][k], c0);
+            // LayerNorm: x-hat again from x (the same expression as in pass 1; fewer registers
+            // across the barrier than keeping it).
+            const A h = RMS ? xh[it][k] : (to_acc(px[it].v[k]) - mean) * rstd;
+            o.v[k] = from_acc<T>(__fmaf_rn(cx, h, base));
+          }
+          if constexpr (AL) {
+            *reinterpret_cast<P*>(dxr + jj[it]) = o;
+          } else {
+#pragma unroll
+            for (int k = 0; k < V; ++k)
+              if (k < lim[it]) dxr[jj[it] + k] = o.v[k];
+          }
+        }
+      }
+    }
+  }
+  if constexpr (AL) cp_async_wait<0>();
+  const int64_t prow = (c * rpb + threadIdx.y) * N;
+#pragma unroll
+  for (int it = 0; it < ITEMS; ++it) {
+    if (has[it]) {
+      store_params<A, V, AL>(pw + prow, jj[it], N, dw[it]);
+      if constexpr (!RMS) store_params<A, V, AL>(pb + prow, jj[it], N, db[it]);
+    }
+  }
+}
+
 // Long rows (rpb = 1): two passes per row; the column sums live in the chunk's partial row,
 // which only this block touches (each column always by the same thread).
 template <class T, class W, bool RMS, bool AL>
@@ -311,17 +581,33 @@ template <class T, bool RMS> const char* bwd(const RowNormBwdArgs& a, cudaStream
   A* pw = part.as<A>();
   A* pb = RMS ? nullptr : pw + P * a.N;
   const bool al = aligned16<T>(a.N, ptrs, lds, 4);
+  const char* launch_status = nullptr;
   return by_param<T>(a.param_in_dtype, [&]<class W>() {
     by_plan<T, kBwdElems<T>>(p, al, [&]<bool AL, int ITEMS>() {
       if constexpr (ITEMS == 0) {
         bwd_looped<T, W, RMS, AL><<<grid_of(chunks), p.tpr, 0, s>>>(a, spr, pw, pb);
       } else {
-        constexpr int MAXT = kBwdMaxTpr<T>;
         const dim3 block(p.tpr, p.rpb);
-        const size_t smem = static_cast<size_t>(ITEMS) * p.tpr * kVec16<T> * sizeof(A);
-        bwd_cached<T, W, RMS, AL, ITEMS, MAXT><<<grid_of(chunks), block, smem, s>>>(a, spr, pw, pb);
+        if constexpr (sizeof(T) == 2) {
+          const size_t smem = AL ? static_cast<size_t>(kStages) * ITEMS * 2 * p.tpr * p.rpb * sizeof(PackOf<T>) : 0;
+          const auto kern = bwd_staged<T, W, RMS, AL, ITEMS>;
+          // Over 48 KB with the static 512 bytes: opt in (at most 96 KB + 512 B at 1024 threads,
+          // which every sm_80+ GPU allows).
+          if (smem > 40 * 1024)
+            if (const char* e = cuda_error(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                               static_cast<int>(smem)))) {
+              launch_status = e;
+              return;
+            }
+          kern<<<grid_of(chunks), block, smem, s>>>(a, spr, pw, pb);
+        } else {
+          constexpr int MAXT = kBwdMaxTpr<T>;
+          const size_t smem = static_cast<size_t>(ITEMS) * p.tpr * kVec16<T> * sizeof(A);
+          bwd_cached<T, W, RMS, AL, ITEMS, MAXT><<<grid_of(chunks), block, smem, s>>>(a, spr, pw, pb);
+        }
       }
     });
+    if (launch_status) return launch_status;
     if (const char* e = launch_error()) return e;
     const int outs = (a.dweight ? 1 : 0) + (!RMS && a.dbias ? 1 : 0);
     if (outs == 0) return static_cast<const char*>(nullptr);
