@@ -18,12 +18,13 @@
 //        whole (n, s) row range (BatchNorm) or one sample (GroupNorm); the chunk count per segment
 //        aims at about kNscBlocks blocks in all, chunks balanced. Block = tx channel groups (a
 //        16-byte pack of channels each) x ty row lanes; row lane ty takes rows ty, ty + TY, ... of
-//        the chunk in order (8 rows in flight, backward 4 per array), then a fixed tree over ty in
+//        the chunk in order (kNscU rows in flight), then a fixed tree over ty in
 //        shared memory.
-//   2. finalize: per key the partials are merged in a fixed order (Chan's parallel merge for
-//      (count, mean, M2), plain sums for the backward): tpk threads per key (a power of two from
-//      the item count), thread j takes items j, j + tpk, ... in order, then a fixed tree in
-//      shared memory. Writes the statistics outputs and the coefficients of the elementwise pass.
+//   2. finalize: per key the partials are merged in a fixed order (forward: each (count, mean, M2)
+//      taken to sums about one shift, the mean of the key's item 0, so the merge is plain double
+//      additions; backward: plain sums): tpk threads per key (a power of two from the item count),
+//      thread j takes items j, j + tpk, ... in order, then an xor butterfly in the warp and, past
+//      32 threads, the warp sums in warp order. Writes the statistics outputs and the coefficients of the elementwise pass.
 //      GroupNorm backward: one block per group (per-(n, c) sums, per-(n, g) coefficients, then
 //      dweight/dbias per channel as a fixed strided + tree sum over n).
 //   3. elementwise: y = (x - m) * a + b or dx = k1 * dy + k2 * (x - m) + k3 (explicit fma),
@@ -103,21 +104,6 @@ __device__ __forceinline__ void shifted_to_stats(double cnt, double K, double s1
   const double q = s1 / cnt;
   mean = K + q;
   m2 = fmax(0.0, s2 - s1 * q);
-}
-
-// Chan's merge of (nb, mb, qb) into (n, m, q).
-__device__ __forceinline__ void chan_merge(double& n, double& m, double& q, double nb, double mb, double qb) {
-  if (nb == 0) return;
-  if (n == 0) {
-    n = nb;
-    m = mb;
-    q = qb;
-    return;
-  }
-  const double t = n + nb, d = mb - m;
-  m = m + d * (nb / t);
-  q = q + qb + d * d * (n * nb / t);
-  n = t;
 }
 
 // ---- pass 1: statistics, ncs ----------------------------------------------------------------------
@@ -320,9 +306,14 @@ NscGeom nsc_geom(int64_t C, int64_t SL, int64_t segs, int W, int64_t MS, int64_t
   return g;
 }
 
-// Rows in flight per thread and array (16-byte packs: 8 x 16 bytes forward, 2 x 4 x 16 backward;
-// 2-byte types forward half as many rows: their packs carry twice the elements and accumulators).
-template <class T, bool kGrad> constexpr int kNscU = kGrad ? 4 : (sizeof(T) == 2 ? 4 : 8);
+// Rows in flight per thread and array (16-byte packs; 4-byte types 6 forward, 2 x 3 backward, to
+// fit 64 registers for 4 blocks per SM; 8-byte types 8 forward, 2 x 4 backward; 2-byte types
+// forward half as many rows: their packs carry twice the elements and accumulators). Batching
+// only: the order of the additions does not depend on it.
+template <class T, bool kGrad> constexpr int kNscU = sizeof(T) == 4 ? (kGrad ? 3 : 6) : kGrad ? 4 : (sizeof(T) == 2 ? 4 : 8);
+// Blocks per SM the register budget is set for (no spills at these).
+template <class T, bool kGrad, int W>
+constexpr int kNscMinBlocks = kGrad && W == 8 ? 2 : (sizeof(T) == 8 && W > 1 ? 3 : 4);
 
 // Thread (tx, ty) owns W channels (one 16-byte pack when W = kVec16) and takes rows ty, ty + TY, ...
 // of the chunk in order, U rows in flight, accumulating in the accumulation type A from the shift
@@ -330,7 +321,7 @@ template <class T, bool kGrad> constexpr int kNscU = kGrad ? 4 : (sizeof(T) == 2
 // tree over ty in double.
 // kV: 16-byte loads (aligned pointers), else element loads feeding the same arithmetic.
 template <class T, bool kGrad, int W, bool kV>
-__global__ void __launch_bounds__(kThreads, kGrad && W == 8 ? 2 : 3)
+__global__ void __launch_bounds__(kThreads, kNscMinBlocks<T, kGrad, W>)
     nsc_stats(NscGeom g, const T* __restrict__ x, const T* __restrict__ dy, const Acc<T>* __restrict__ m,
               double* __restrict__ p0, double* __restrict__ p1, double* __restrict__ p2) {
   using A = Acc<T>;
@@ -450,21 +441,62 @@ struct Items {
   int64_t keys, I, KG, B1, B2, ipr, stride;
   int tpk;  // threads per key, a power of two <= kThreads
 };
-__device__ __forceinline__ int64_t item_at(const Items& it, int64_t k, int64_t i) {
-  return (k / it.KG) * it.B1 + (k % it.KG) * it.B2 + (i / it.ipr) * it.stride + i % it.ipr;
+// Base of key k's items (item 0).
+__device__ __forceinline__ int64_t key_base(const Items& it, int64_t k) {
+  return it.KG == 1 ? k * it.B1 : (k / it.KG) * it.B1 + (k % it.KG) * it.B2;
 }
+// Item i of the key with base kb (no 64-bit division in the common cases: i < ipr, ipr = 1).
+__device__ __forceinline__ int64_t item_of(const Items& it, int64_t kb, int64_t i) {
+  if (i < it.ipr) return kb + i;
+  if (it.ipr == 1) return kb + i * it.stride;
+  return kb + (i / it.ipr) * it.stride + i % it.ipr;
+}
+__device__ __forceinline__ int64_t item_at(const Items& it, int64_t k, int64_t i) { return item_of(it, key_base(it, k), i); }
 Items items(int64_t keys, int64_t I, int64_t KG, int64_t B1, int64_t B2, int64_t ipr, int64_t stride) {
   return Items{keys, I, max64(KG, 1), B1, B2, max64(ipr, 1), stride, pow2_at_least(cdiv(I, 4))};
 }
 Items ncs_items(const NcsGeom& g) { return items(g.keys, g.U, 1, g.U, 0, g.U, 0); }
 
+// Sums of NV doubles over the key's tpk threads (a power of two, aligned lane groups), the same
+// bits in every thread of the key: an xor butterfly inside the warp (a + b == b + a bitwise, so
+// both partners of a pair hold the same sum), then for tpk > 32 the key's warp sums added in
+// warp order from shared memory (sh: at least NV * kWarps doubles). Reached by all threads of the
+// block.
+template <int NV> __device__ __forceinline__ void key_sums(int tpk, double (&v)[NV], double* sh) {
+  const int lim = tpk < 32 ? tpk : 32;
+  for (int o = lim / 2; o > 0; o /= 2)
+#pragma unroll
+    for (int j = 0; j < NV; ++j) v[j] += __shfl_xor_sync(0xffffffffu, v[j], o);
+  if (tpk > 32) {  // uniform over the block
+    const int w = threadIdx.x / 32, wpk = tpk / 32, w0 = w - w % wpk;
+    __syncthreads();  // sh may still be read
+    if (threadIdx.x % 32 == 0)
+#pragma unroll
+      for (int j = 0; j < NV; ++j) sh[j * kWarps + w] = v[j];
+    __syncthreads();
+#pragma unroll
+    for (int j = 0; j < NV; ++j) {
+      double a = sh[j * kWarps + w0];
+      for (int i = 1; i < wpk; ++i) a += sh[j * kWarps + w0 + i];
+      v[j] = a;
+    }
+  }
+}
+
 // Merged (count, mean, M2) of the calling thread's key, in every thread of the key's tpk threads.
-// Reached by all threads of the block.
+// The key's partials (n_i, mean_i, M2_i) are taken to sums about one shift Ks (the mean of item 0):
+// d_i = mean_i - Ks, S1 = sum n_i d_i, S2 = sum (M2_i + n_i d_i^2), in double, items i0, i0 + tpk,
+// ... per thread in order, then key_sums; mean = Ks + S1 / n, M2 = S2 - S1^2 / n (no divisions
+// in the merge chain; |mean - Ks| is of the order of the spread of the partial means, so the
+// cancellation costs no more than Chan's merge). Reached by all threads of the block.
 __device__ __forceinline__ void merge_key(const Items& it, int64_t k, const double* p0, const double* p1,
                                           const double* p2, double* sh, double& n, double& m, double& q) {
-  const int lt = threadIdx.x % it.tpk, t = threadIdx.x;
-  n = m = q = 0;
-  if (k < it.keys)
+  const int lt = threadIdx.x % it.tpk;
+  double v[3] = {0, 0, 0};
+  double Ks = 0;
+  if (k < it.keys && it.I > 0) {
+    const int64_t kb = key_base(it, k);
+    if (p0[kb] > 0) Ks = p1[kb];
     for (int64_t i0 = lt; i0 < it.I; i0 += 4 * it.tpk) {  // items i0, i0 + tpk, ... in order, 4 loaded at once
       double a0[4], a1[4], a2[4];
 #pragma unroll
@@ -472,42 +504,36 @@ __device__ __forceinline__ void merge_key(const Items& it, int64_t k, const doub
         const int64_t i = i0 + b * it.tpk;
         a0[b] = a1[b] = a2[b] = 0;
         if (i < it.I) {
-          const int64_t a = item_at(it, k, i);
+          const int64_t a = item_of(it, kb, i);
           a0[b] = p0[a];
           a1[b] = p1[a];
           a2[b] = p2[a];
         }
       }
 #pragma unroll
-      for (int b = 0; b < 4; ++b) chan_merge(n, m, q, a0[b], a1[b], a2[b]);  // count 0: no-op
+      for (int b = 0; b < 4; ++b)
+        if (a0[b] > 0) {  // count 0 (padding): nothing
+          const double d = a1[b] - Ks, e = a0[b] * d;
+          v[0] += a0[b];
+          v[1] += e;
+          v[2] += __fma_rn(e, d, a2[b]);
+        }
     }
-  __syncthreads();  // sh may still be read
-  sh[t] = n;
-  sh[kThreads + t] = m;
-  sh[2 * kThreads + t] = q;
-  __syncthreads();
-  for (int h = it.tpk / 2; h > 0; h /= 2) {
-    if (lt < h) {
-      double a = sh[t], b = sh[kThreads + t], c = sh[2 * kThreads + t];
-      chan_merge(a, b, c, sh[t + h], sh[kThreads + t + h], sh[2 * kThreads + t + h]);
-      sh[t] = a;
-      sh[kThreads + t] = b;
-      sh[2 * kThreads + t] = c;
-    }
-    __syncthreads();
   }
-  const int b0 = t - lt;
-  n = sh[b0];
-  m = sh[kThreads + b0];
-  q = sh[2 * kThreads + b0];
+  key_sums<3>(it.tpk, v, sh);
+  n = v[0];
+  const double r = v[1] / v[0];
+  m = Ks + r;
+  q = fmax(0.0, v[2] - v[1] * r);
 }
 
 // Sums (a, b) of the key's items, in every thread of the key's tpk threads.
 __device__ __forceinline__ void sum_key(const Items& it, int64_t k, const double* p0, const double* p1, double* sh,
                                         double& a, double& b) {
-  const int lt = threadIdx.x % it.tpk, t = threadIdx.x;
-  a = b = 0;
-  if (k < it.keys)
+  const int lt = threadIdx.x % it.tpk;
+  double v[2] = {0, 0};
+  if (k < it.keys) {
+    const int64_t kb = key_base(it, k);
     for (int64_t i0 = lt; i0 < it.I; i0 += 4 * it.tpk) {  // items i0, i0 + tpk, ... in order, 4 loaded at once
       double v0[4], v1[4];
 #pragma unroll
@@ -515,7 +541,7 @@ __device__ __forceinline__ void sum_key(const Items& it, int64_t k, const double
         const int64_t i = i0 + u * it.tpk;
         v0[u] = v1[u] = 0;
         if (i < it.I) {
-          const int64_t j = item_at(it, k, i);
+          const int64_t j = item_of(it, kb, i);
           v0[u] = p0[j];
           v1[u] = p1[j];
         }
@@ -523,24 +549,15 @@ __device__ __forceinline__ void sum_key(const Items& it, int64_t k, const double
 #pragma unroll
       for (int u = 0; u < 4; ++u) {
         if (i0 + u * it.tpk < it.I) {
-          a += v0[u];
-          b += v1[u];
+          v[0] += v0[u];
+          v[1] += v1[u];
         }
       }
     }
-  __syncthreads();
-  sh[t] = a;
-  sh[kThreads + t] = b;
-  __syncthreads();
-  for (int h = it.tpk / 2; h > 0; h /= 2) {
-    if (lt < h) {
-      sh[t] += sh[t + h];
-      sh[kThreads + t] += sh[kThreads + t + h];
-    }
-    __syncthreads();
   }
-  a = sh[t - lt];
-  b = sh[kThreads + t - lt];
+  key_sums<2>(it.tpk, v, sh);
+  a = v[0];
+  b = v[1];
 }
 
 template <class A> __device__ __forceinline__ A wt(const void* w, int64_t c, A dflt) {
