@@ -275,11 +275,15 @@ __global__ void __launch_bounds__(kThreads, 3)
 // rows per segment (balanced: the chunk count is chosen first, then the rows per thread); channel
 // groups of W channels, tx groups per block, cblocks blocks across C. Block blk covers chunk
 // blk / cblocks (segment-major, so blocks run in memory order) and channel block blk % cblocks.
-// Partial of (seg, chunk k, channel c) at (seg * K + k) * C + c.
+// Partial of (seg, chunk k, channel c) at (seg * K + k) * pk + c * pc: chunk-major (pk = C, pc = 1,
+// the default) or channel-major (pk = 1, pc = segs * K: BatchNorm, so that the finalize reads each
+// channel's partials contiguously, coalesced). Only where the partials lie, not their values or
+// the merge order.
 struct NscGeom {
   int64_t C, SL, segs, K, R, cblocks;
   int tx, ty, typ2, RPT;
   int64_t MS, mdiv;  // backward: the mean of (seg, c) is m[seg * MS + c / mdiv]
+  int64_t pk, pc;
 };
 
 constexpr int64_t kNscBlocks = 1024;  // nsc statistics: blocks aimed at (rows per thread 16..64)
@@ -291,6 +295,8 @@ NscGeom nsc_geom(int64_t C, int64_t SL, int64_t segs, int W, int64_t MS, int64_t
   g.segs = segs;
   g.MS = MS;
   g.mdiv = mdiv;
+  g.pk = C;
+  g.pc = 1;
   const int64_t groups = C / W;
   g.tx = static_cast<int>(min64(groups, 32));
   g.ty = kThreads / g.tx;
@@ -414,20 +420,21 @@ __global__ void __launch_bounds__(kThreads, kNscMinBlocks<T, kGrad, W>)
       __syncthreads();
     }
     if (ty == 0 && act) {
-      const int64_t o = (seg * g.K + kc) * g.C + c0;
+      const int64_t o0 = (seg * g.K + kc) * g.pk + c0 * g.pc;
 #pragma unroll 1
       for (int e = 0; e < W; ++e) {  // not unrolled: one inlined double division
         const double t1 = red[tx * W + e], t2 = red[(kThreads + tx) * W + e];
+        const int64_t o = o0 + e * g.pc;
         if constexpr (kGrad) {
-          p0[o + e] = t1;
-          p1[o + e] = t2;
+          p0[o] = t1;
+          p1[o] = t2;
         } else {
           double mean, m2;
           shifted_to_stats(static_cast<double>(nr), static_cast<double>(ld_acc(x[row0 * g.C + c0 + e])), t1, t2,
                            mean, m2);
-          p0[o + e] = static_cast<double>(nr);
-          p1[o + e] = mean;
-          p2[o + e] = m2;
+          p0[o] = static_cast<double>(nr);
+          p1[o] = mean;
+          p2[o] = m2;
         }
       }
     }
@@ -980,7 +987,11 @@ template <class T> BnStatsPlan bn_stats_plan(Layout layout, int64_t N, int64_t C
   } else {
     p.W = nsc_width(C, kVec16<T>);
     p.gn = nsc_geom(C, N * S, 1, p.W, 0, 1);
-    p.it = items(C, p.gn.K, C, 0, 1, 1, C);
+    // Channel-major partials: channel c's K chunks at c * K + k (contiguous: the finalize's
+    // loads of items i, i + 1, ... by adjacent threads coalesce). Same items, same order.
+    p.gn.pk = 1;
+    p.gn.pc = p.gn.segs * p.gn.K;
+    p.it = items(C, p.gn.K, 1, p.gn.K, 0, p.gn.K, 0);
   }
   if (N * S == 0) p.it.I = 0;
   return p;
