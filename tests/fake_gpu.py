@@ -100,6 +100,9 @@ class FakeLib(_gpu._Lib):
         return FakeGpuArray(a), a.ctypes.data
 
     def copy(self, a):
+        if not isinstance(a, FakeGpuArray):  # a torch tensor posing as a CUDA one (test_gpu_layer.py)
+            c = a.contiguous().clone()
+            return c, c.data_ptr()
         c = np.array(a.a, order="C", copy=True)
         return FakeGpuArray(c), c.ctypes.data
 
@@ -113,6 +116,8 @@ class FakeLib(_gpu._Lib):
 class Fake:
     """The stand-in GPU switched on: FakeGpuArray recognised as a GPU library's array, its kernel
     calls recorded (``calls``: (kernel, device, stream) tuples)."""
+
+    lib = FakeLib
 
     def __init__(self, mp) -> None:
         mp.setitem(_gpu._LIBS, FakeGpuArray.__module__.split(".")[0], FakeLib)

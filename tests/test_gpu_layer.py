@@ -330,3 +330,36 @@ def test_group_and_instance_norm_through_gpu_layer_match_numpy(fake, dt, shape, 
         ref = nk.instance_norm_backward(dy, x, im, ir, w, channel_axis=axis, use_input_stats=uis)
         _same(got[0], ref[0])
         _close(got[1:], ref[1:], dt, "instance_norm dparams")
+
+
+def _torch_posing_as_cuda():
+    """torch.Tensor subclass whose tensors say they live on cuda:0 (host memory behind them): the
+    bindings read them through PyTorch's attributes, as they read real CUDA tensors."""
+    torch = pytest.importorskip("torch")
+
+    class PosingTensor(torch.Tensor):
+        def get_device(self):
+            return 0
+
+    return torch, PosingTensor
+
+
+@pytest.mark.parametrize("dt", DTYPES, ids=DTYPE_IDS)
+def test_torch_tensor_description_and_path(fake, monkeypatch, dt):
+    torch, Posing = _torch_posing_as_cuda()
+    monkeypatch.setitem(_gpu._LIBS, Posing.__module__.split(".")[0], type(fake).lib)
+    rng = np.random.default_rng()
+    a = rng.standard_normal((6, 40)).astype(dt)
+    host = torch.from_numpy(a.view(np.int16) if a.dtype == ml_dtypes.bfloat16 else a)
+    if a.dtype == ml_dtypes.bfloat16:
+        host = host.view(torch.bfloat16)
+    t = host[1:, ::2].as_subclass(Posing)  # a strided view
+    want = _core._describe(a[1:, ::2])
+    got = _core._describe(t)
+    assert got["device"] == 0 and want["device"] == -1
+    assert {k: got[k] for k in ("ptr", "shape", "strides", "dtype")} == {
+        k: want[k] for k in ("ptr", "shape", "strides", "dtype")}
+    w = rng.standard_normal(20).astype(np.float32)
+    got_y = _host(nk.layer_norm(t, torch.from_numpy(w).as_subclass(Posing)))
+    _same(got_y, nk.layer_norm(a[1:, ::2], w))
+    assert fake.calls[-1][1:] == (0, 12345)

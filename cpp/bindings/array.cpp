@@ -40,6 +40,36 @@ const Torch& torch() {
   return t;
 }
 
+// Attribute names interned once (a call reads a few attributes of every tensor argument).
+struct Names {
+  PyObject *data_ptr, *shape, *stride, *dtype, *get_device;
+};
+const Names& names() {
+  static const Names n{PyUnicode_InternFromString("data_ptr"), PyUnicode_InternFromString("shape"),
+                       PyUnicode_InternFromString("stride"), PyUnicode_InternFromString("dtype"),
+                       PyUnicode_InternFromString("get_device")};
+  return n;
+}
+py::object get_attr(py::handle obj, PyObject* name) {
+  PyObject* r = PyObject_GetAttr(obj.ptr(), name);
+  if (!r) throw py::error_already_set();
+  return py::reinterpret_steal<py::object>(r);
+}
+py::object call_method(py::handle obj, PyObject* name) {
+  PyObject* r = PyObject_CallMethodNoArgs(obj.ptr(), name);
+  if (!r) throw py::error_already_set();
+  return py::reinterpret_steal<py::object>(r);
+}
+// A tuple (or tuple subclass: torch.Size) of ints as a vector.
+std::vector<int64_t> int_tuple(const py::object& t) {
+  if (!PyTuple_Check(t.ptr())) return py::cast<std::vector<int64_t>>(t);
+  const Py_ssize_t n = PyTuple_GET_SIZE(t.ptr());
+  std::vector<int64_t> v(static_cast<size_t>(n));
+  for (Py_ssize_t i = 0; i < n; ++i) v[static_cast<size_t>(i)] = PyLong_AsLongLong(PyTuple_GET_ITEM(t.ptr(), i));
+  if (PyErr_Occurred()) throw py::error_already_set();
+  return v;
+}
+
 bool is_torch(py::handle obj) {
   const Torch& t = torch();
   return t.tensor && PyObject_IsInstance(obj.ptr(), t.tensor) == 1;
@@ -139,15 +169,16 @@ Arr describe_device(py::handle obj) {
     const Torch& t = torch();
     Arr r;
     r.obj = py::reinterpret_borrow<py::object>(obj);
-    r.ptr = py::cast<uintptr_t>(obj.attr("data_ptr")());
-    r.shape = py::cast<std::vector<int64_t>>(obj.attr("shape"));
-    r.strides = py::cast<std::vector<int64_t>>(obj.attr("stride")());
-    const py::object dt = obj.attr("dtype");
+    r.ptr = static_cast<uintptr_t>(PyLong_AsUnsignedLongLong(call_method(obj, names().data_ptr).ptr()));
+    r.shape = int_tuple(get_attr(obj, names().shape));
+    r.strides = int_tuple(call_method(obj, names().stride));
+    const py::object dt = get_attr(obj, names().dtype);
     for (int i = 0; i < 5; ++i)
       if (dt.ptr() == t.dtypes[i]) r.kind = static_cast<Kind>(i);
+    if (PyErr_Occurred()) throw py::error_already_set();
     r.itemsize = r.kind == Kind::other ? py::cast<int64_t>(obj.attr("element_size")())
                  : r.kind == Kind::f64 ? 8 : r.kind == Kind::f32 ? 4 : r.kind == Kind::boolean ? 1 : 2;
-    for (auto& s : r.strides) s *= r.itemsize;
+    for (auto& st : r.strides) st *= r.itemsize;
     if (r.kind != Kind::other) {
       r.dtype_str = kind_name(r.kind);
     } else {
@@ -176,7 +207,7 @@ const char* kind_name(Kind k) {
 
 int device_of(py::handle obj) {
   if (obj.is_none() || py::isinstance<py::array>(obj)) return -1;
-  if (is_torch(obj)) return py::cast<int>(obj.attr("get_device")());  // -1 for host tensors
+  if (is_torch(obj)) return static_cast<int>(PyLong_AsLong(call_method(obj, names().get_device).ptr()));  // -1: host
   if (py::hasattr(obj, "__dlpack_device__")) {
     int kind = 0, dev = 0;
     try {
