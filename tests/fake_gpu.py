@@ -130,3 +130,4 @@ class Fake:
     @staticmethod
     def off():
         _core._record_device_calls(False)
+        _core._forget_adapters()  # the bindings remembered FakeLib for FakeGpuArray

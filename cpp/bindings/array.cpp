@@ -191,6 +191,35 @@ Arr describe_device(py::handle obj) {
   return describe_cai(obj);
 }
 
+// Adapters remembered per (array type, device): those whose class says `per_call = False`.
+struct Adapter {
+  PyTypeObject* type;
+  py::object type_ref;  // keeps the type alive (its address is the key)
+  int dev;
+  py::object obj;        // the adapter
+  py::object raw_stream;  // adapter.raw_stream(dev) or adapter.stream()
+  bool finishes;
+  const Backend* backend;
+  py::object stream() const { return raw_stream.is_none() ? obj.attr("stream")() : raw_stream(dev); }
+};
+std::deque<Adapter>* g_adapters = new std::deque<Adapter>();  // leaked: no destructors at exit
+
+const Adapter* find_adapter(PyTypeObject* type, int dev) {
+  for (const Adapter& a : *g_adapters)
+    if (a.type == type && a.dev == dev) return &a;
+  return nullptr;
+}
+
+const Adapter* remember_adapter(PyTypeObject* type, int dev, const py::object& adapter) {
+  if (py::cast<bool>(adapter.attr("per_call"))) return nullptr;
+  const py::capsule cap = adapter.attr("backend");
+  const auto* be = static_cast<const Backend*>(PyCapsule_GetPointer(cap.ptr(), kBackendCapsule));
+  if (!be) throw py::error_already_set();
+  g_adapters->push_back(Adapter{type, py::reinterpret_borrow<py::object>(reinterpret_cast<PyObject*>(type)), dev, adapter, py::getattr(adapter, "raw_stream", py::none()),
+                                py::cast<bool>(adapter.attr("finishes")), be});
+  return &g_adapters->back();
+}
+
 // Device calls recorded for the tests (the stand-in GPU), off unless switched on.
 bool g_record = false;
 std::vector<std::tuple<std::string, int, uintptr_t>> g_calls;
@@ -335,7 +364,7 @@ Call::Call(const char* op, std::initializer_list<std::pair<const char*, py::hand
   const char* fname = a[first].first;
   const py::handle fobj = a[first].second;
   dev_ = devs[first];
-  py::list names, objs;
+  bool one_type = true;
   for (size_t k = 0; k < arrays.size(); ++k) {
     if (devs[k] == kAbsent) continue;
     if (devs[k] < 0)
@@ -345,17 +374,36 @@ Call::Call(const char* op, std::initializer_list<std::pair<const char*, py::hand
     if (devs[k] != dev_)
       throw py::value_error(op_ + ": " + fname + " is on cuda:" + std::to_string(dev_) + " but " + a[k].first +
                             " is on cuda:" + std::to_string(devs[k]));
-    names.append(a[k].first);
-    objs.append(a[k].second);
+    one_type = one_type && Py_TYPE(a[k].second.ptr()) == Py_TYPE(fobj.ptr());
   }
-  // The library's adapter: checks one library, readies the arrays, its current stream.
-  const py::tuple r = py::handle(gpu_module()).attr("adapter")(op_, names, objs, dev_);
-  adapter_ = r[0];
-  stream_ = reinterpret_cast<void*>(py::cast<uintptr_t>(r[1]));
-  finishes_ = py::cast<bool>(adapter_.attr("finishes"));
-  const py::capsule cap = adapter_.attr("backend");
-  be_ = static_cast<const Backend*>(PyCapsule_GetPointer(cap.ptr(), kBackendCapsule));
-  if (!be_) throw py::error_already_set();
+  // The library's adapter: checks one library, readies the arrays, its current stream. Adapters
+  // that need nothing per call but the stream (PyTorch, CuPy) are remembered per (array type,
+  // device) and asked only for the stream when every array is of that type.
+  const Adapter* known = one_type ? find_adapter(Py_TYPE(fobj.ptr()), dev_) : nullptr;
+  if (known) {
+    adapter_ = known->obj;
+    stream_ = reinterpret_cast<void*>(PyLong_AsUnsignedLongLong(known->stream().ptr()));
+    if (PyErr_Occurred()) throw py::error_already_set();
+  } else {
+    py::list names, objs;
+    for (size_t k = 0; k < arrays.size(); ++k) {
+      if (devs[k] == kAbsent) continue;
+      names.append(a[k].first);
+      objs.append(a[k].second);
+    }
+    const py::tuple r = py::handle(gpu_module()).attr("adapter")(op_, names, objs, dev_);
+    adapter_ = r[0];
+    stream_ = reinterpret_cast<void*>(py::cast<uintptr_t>(r[1]));
+    known = remember_adapter(Py_TYPE(fobj.ptr()), dev_, adapter_);
+  }
+  finishes_ = known ? known->finishes : py::cast<bool>(adapter_.attr("finishes"));
+  if (known) {
+    be_ = known->backend;
+  } else {
+    const py::capsule cap = adapter_.attr("backend");
+    be_ = static_cast<const Backend*>(PyCapsule_GetPointer(cap.ptr(), kBackendCapsule));
+    if (!be_) throw py::error_already_set();
+  }
   for (const auto& [name, h] : arrays) args_.emplace_back(name, h.is_none() ? Arr{} : describe_device(h));
 }
 
@@ -621,6 +669,8 @@ void bind_array(py::module_& m) {
   m.def("_host_backend", [] {
     return py::capsule(static_cast<const void*>(&host_backend()), kBackendCapsule);
   }, "Test hook: the CPU kernels' table, for a stand-in GPU whose 'device memory' is host memory.");
+  m.def("_forget_adapters", [] { g_adapters->clear(); },
+        "Test hook: forget the remembered adapters (after a test registered a stand-in library).");
   m.def("_record_device_calls", [](bool on) {
     g_record = on;
     g_calls.clear();

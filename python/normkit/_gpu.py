@@ -81,6 +81,10 @@ class _Lib:
     writable = True
     needs_cuda = True
     finishes = False  # whether `finish` does anything (read once per call by the bindings)
+    # False: the adapter needs nothing per call but the stream, and the bindings may remember it
+    # for its array type and device (then `raw_stream(dev)`, when given, is the stream query).
+    per_call = False
+    raw_stream = None
 
     def __init__(self, like: Any, dev: int) -> None:
         self.dev = dev
@@ -130,12 +134,11 @@ class _Torch(_Lib):
             _BF16: torch.bfloat16,
             _BOOL: torch.bool,
         }
-        raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
-        self._raw = raw
+        self.raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)
 
     def stream(self) -> int:
-        if self._raw is not None:
-            return int(self._raw(self.dev))
+        if self.raw_stream is not None:
+            return int(self.raw_stream(self.dev))
         return int(self.t.cuda.current_stream(self.device).cuda_stream)
 
     def empty(self, shape, dtype):
@@ -180,6 +183,7 @@ class _Jax(_Lib):
 
     writable = False
     finishes = True
+    per_call = True  # readies the arrays and keeps their device: asked on every call
 
     def __init__(self, like: Any, dev: int) -> None:
         import jax
