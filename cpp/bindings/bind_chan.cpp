@@ -95,10 +95,12 @@ BnOut batch_norm_call(Call& c, const Chan& v, bool training, double eps, bool up
     a.batch_mean = o.bm.data<double>();
     a.batch_var = o.bv.data<double>();
   }
-  o.sm = want_stats ? c.empty({C}, acc) : c.scratch({C}, acc);
-  o.sr = want_stats ? c.empty({C}, acc) : c.scratch({C}, acc);
-  a.save_mean = o.sm.data();
-  a.save_rstd = o.sr.data();
+  if (want_stats) {  // (not wanted: the kernels skip them)
+    o.sm = c.empty({C}, acc);
+    o.sr = c.empty({C}, acc);
+    a.save_mean = o.sm.data();
+    a.save_rstd = o.sr.data();
+  }
   o.y = chan_output(c, v, "y", {"x"});
   a.x = c["x"].data<const void>();
   a.y = o.y.data();

@@ -93,7 +93,7 @@ struct GroupFwdArgs {
 // (n, s) per channel, then per channel c
 //   mean[c] = batch mean (training) or run_mean[c]; var = batch M2 / count (biased) or run_var[c]
 //   rstd[c] = 1 / sqrt(var + eps)
-//   save_mean[c] = mean[c], save_rstd[c] = rstd[c]                                (= written)
+//   save_mean[c] = mean[c], save_rstd[c] = rstd[c]          (= written; both may be null: not wanted)
 //   batch_mean[c] = mean, batch_var[c] = M2 / (count - 1) (unbiased; training only) (= written)
 //   y = (x - mean[c]) * (rstd[c] * weight[c]) + bias[c]                                  (= written)
 // weight, bias: A[C] or nullptr (ones / zeros); run_mean, run_var: A[C], read in eval only;

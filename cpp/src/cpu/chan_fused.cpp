@@ -123,8 +123,10 @@ template <class T> struct Fused : Kern<T> {
       for (int64_t c = c0; c < c1; ++c) tab[c] = static_cast<A>(mean[c]);
       for (int64_t c = c0; c < c1; ++c) tab[E + c] = static_cast<A>(rstd[c] * (wt ? static_cast<double>(wt[c]) : 1.0));
       for (int64_t c = c0; c < c1; ++c) tab[2 * E + c] = bs ? bs[c] : A(0);
-      std::copy(tab + c0, tab + c1, static_cast<A*>(a.save_mean) + c0);
-      for (int64_t c = c0; c < c1; ++c) static_cast<A*>(a.save_rstd)[c] = static_cast<A>(rstd[c]);
+      if (a.save_mean) {
+        std::copy(tab + c0, tab + c1, static_cast<A*>(a.save_mean) + c0);
+        for (int64_t c = c0; c < c1; ++c) static_cast<A*>(a.save_rstd)[c] = static_cast<A>(rstd[c]);
+      }
       wrap(tab, E, C, 3, c0, c1);
     };
     const Coef4 cf = tables(tab, E, 3);

@@ -586,8 +586,10 @@ __global__ void __launch_bounds__(kThreads) bn_fin_fwd(BatchNormFwdArgs p, Items
       const double var = m2 / n, rstd = 1.0 / sqrt(var + p.eps);
       if (p.batch_mean) p.batch_mean[c] = mean;
       if (p.batch_var) p.batch_var[c] = m2 / (n - 1);
-      static_cast<A*>(p.save_mean)[c] = static_cast<A>(mean);
-      static_cast<A*>(p.save_rstd)[c] = static_cast<A>(rstd);
+      if (p.save_mean) {
+        static_cast<A*>(p.save_mean)[c] = static_cast<A>(mean);
+        static_cast<A*>(p.save_rstd)[c] = static_cast<A>(rstd);
+      }
       cm[c] = static_cast<A>(mean);
       ca[c] = static_cast<A>(rstd * static_cast<double>(wt<A>(p.weight, c, A(1))));
       cb[c] = wt<A>(p.bias, c, A(0));
@@ -601,8 +603,10 @@ template <class A> __global__ void bn_eval_coefs(BatchNormFwdArgs p, A* cm, A* c
        c += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const A mean = static_cast<const A*>(p.run_mean)[c];
     const double rstd = 1.0 / sqrt(static_cast<double>(static_cast<const A*>(p.run_var)[c]) + p.eps);
-    static_cast<A*>(p.save_mean)[c] = mean;
-    static_cast<A*>(p.save_rstd)[c] = static_cast<A>(rstd);
+    if (p.save_mean) {
+      static_cast<A*>(p.save_mean)[c] = mean;
+      static_cast<A*>(p.save_rstd)[c] = static_cast<A>(rstd);
+    }
     if (cm) {
       cm[c] = mean;
       ca[c] = static_cast<A>(rstd * static_cast<double>(wt<A>(p.weight, c, A(1))));
@@ -778,7 +782,7 @@ __global__ void __launch_bounds__(kThreads, 3)
       sm[c] = mean;
       sm[g.C + c] = static_cast<A>(rstd * static_cast<double>(wt<A>(ev.weight, c, A(1))));
       sm[2 * g.C + c] = wt<A>(ev.bias, c, A(0));
-      if (blockIdx.x == 0) {
+      if (blockIdx.x == 0 && ev.save_mean) {
         static_cast<A*>(ev.save_mean)[c] = mean;
         static_cast<A*>(ev.save_rstd)[c] = static_cast<A>(rstd);
       }
