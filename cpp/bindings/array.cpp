@@ -2,6 +2,7 @@
 
 #include <pybind11/stl.h>
 
+#include <cstring>
 #include <sstream>
 #include <tuple>
 
@@ -409,14 +410,14 @@ Call::Call(const char* op, std::initializer_list<std::pair<const char*, py::hand
 
 const Arr& Call::get(const char* name) const {
   for (const auto& [n, a] : args_)
-    if (std::string(n) == name) return a;
+    if (std::strcmp(n, name) == 0) return a;
   static const Arr absent;
   return absent;
 }
 
 Arr& Call::get(const char* name) {
   for (auto& [n, a] : args_)
-    if (std::string(n) == name) return a;
+    if (std::strcmp(n, name) == 0) return a;
   args_.emplace_back(name, Arr{});
   return args_.back().second;
 }
