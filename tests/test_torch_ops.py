@@ -11,11 +11,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import normkit as nk  # noqa: E402
-import normkit.torch as nt  # noqa: E402
-import normkit.torch.functional as NF  # noqa: E402
-import torch.nn.functional as TF  # noqa: E402
-from torch import nn  # noqa: E402
+import normkit as nk
+import normkit.torch as nt
+import normkit.torch.functional as NF
+import torch.nn.functional as TF
+from torch import nn
 
 ops = torch.ops.normkit
 
@@ -108,10 +108,10 @@ def test_gradcheck_float64(name):
     if name == "layer_norm":
         small[1] = small[1].detach()[:2, :3].clone().requires_grad_()
         small[2] = small[2].detach()[:2, :3].clone().requires_grad_()
-        fn = lambda x, w, b: NF.layer_norm(x, [2, 3], w, b)  # noqa: E731
+        fn = lambda x, w, b: NF.layer_norm(x, [2, 3], w, b)
     if name == "rms_norm":
         small[1] = small[1].detach()[:3].clone().requires_grad_()
-        fn = lambda x, w: NF.rms_norm(x, [3], w)  # noqa: E731
+        fn = lambda x, w: NF.rms_norm(x, [3], w)
     assert torch.autograd.gradcheck(fn, tuple(small), eps=1e-6, atol=1e-6)
 
 
@@ -152,8 +152,8 @@ def test_matches_torch_bfloat16(name):
 def test_running_stats_update_like_torch():
     x = _r(8, 4, 3, grad=False)
     for f_nk, f_t, kw in (
-        (NF.batch_norm, TF.batch_norm, dict(training=True, momentum=0.3)),
-        (NF.instance_norm, TF.instance_norm, dict(use_input_stats=True, momentum=0.3)),
+        (NF.batch_norm, TF.batch_norm, {"training": True, "momentum": 0.3}),
+        (NF.instance_norm, TF.instance_norm, {"use_input_stats": True, "momentum": 0.3}),
     ):
         rm, rv = _stats(4)
         rm2, rv2 = rm.clone(), rv.clone()
@@ -181,7 +181,7 @@ def test_add_norms_match_unfused():
     torch.testing.assert_close(h, h2)
     for a, r in zip((x, res, w, b), ref_in):
         torch.testing.assert_close(a.grad, r.grad, rtol=1e-4, atol=1e-4)
-    y3, h3 = NF.add_rms_norm(x.detach(), res.detach(), [6], w.detach(), 1e-6)
+    y3, _h3 = NF.add_rms_norm(x.detach(), res.detach(), [6], w.detach(), 1e-6)
     torch.testing.assert_close(y3, TF.rms_norm(x.detach() + res.detach(), [6], w.detach(), 1e-6))
 
 
@@ -212,14 +212,44 @@ def test_dropout():
 @pytest.mark.parametrize(
     "op,args",
     [
-        ("layer_norm", lambda d: (_r(2, 3, 4, dtype=d, grad=False), _r(4, dtype=d, grad=False), None, 2, 1e-5)),
+        (
+            "layer_norm",
+            lambda d: (_r(2, 3, 4, dtype=d, grad=False), _r(4, dtype=d, grad=False), None, 2, 1e-5),
+        ),
         ("rms_norm", lambda d: (_r(2, 3, 4, dtype=d, grad=False), None, 1, 1e-6)),
-        ("add_layer_norm", lambda d: (_r(2, 4, dtype=d, grad=False), _r(2, 4, dtype=d, grad=False), None, None, 1, 1e-5)),
-        ("add_rms_norm", lambda d: (_r(2, 4, dtype=d, grad=False), _r(2, 4, dtype=d, grad=False), None, 1, 1e-6)),
-        ("batch_norm", lambda d: (_r(3, 4, 2, dtype=d, grad=False), None, None, *_stats(4, d), True, 0.1, 1e-5)),
-        ("batch_norm", lambda d: (_r(3, 4, 2, dtype=d, grad=False), _r(4, dtype=d, grad=False), None, None, None, True, 0.1, 1e-5)),
-        ("group_norm", lambda d: (_r(2, 4, 3, dtype=d, grad=False), 2, None, _r(4, dtype=d, grad=False), 1e-5)),
-        ("instance_norm", lambda d: (_r(2, 4, 3, dtype=d, grad=False), None, None, *_stats(4, d), True, 0.1, 1e-5)),
+        (
+            "add_layer_norm",
+            lambda d: (_r(2, 4, dtype=d, grad=False), _r(2, 4, dtype=d, grad=False), None, None, 1, 1e-5),
+        ),
+        (
+            "add_rms_norm",
+            lambda d: (_r(2, 4, dtype=d, grad=False), _r(2, 4, dtype=d, grad=False), None, 1, 1e-6),
+        ),
+        (
+            "batch_norm",
+            lambda d: (_r(3, 4, 2, dtype=d, grad=False), None, None, *_stats(4, d), True, 0.1, 1e-5),
+        ),
+        (
+            "batch_norm",
+            lambda d: (
+                _r(3, 4, 2, dtype=d, grad=False),
+                _r(4, dtype=d, grad=False),
+                None,
+                None,
+                None,
+                True,
+                0.1,
+                1e-5,
+            ),
+        ),
+        (
+            "group_norm",
+            lambda d: (_r(2, 4, 3, dtype=d, grad=False), 2, None, _r(4, dtype=d, grad=False), 1e-5),
+        ),
+        (
+            "instance_norm",
+            lambda d: (_r(2, 4, 3, dtype=d, grad=False), None, None, *_stats(4, d), True, 0.1, 1e-5),
+        ),
         ("local_response_norm", lambda d: (_r(2, 5, 3, dtype=d, grad=False), 2, 1e-2, 0.75, 1.0)),
         ("dropout", lambda d: (_r(5, 7, dtype=d, grad=False), 0.5, torch.tensor(3, dtype=torch.int64))),
     ],
@@ -231,26 +261,41 @@ def test_opcheck(op, args, dtype):
 
 
 def test_signatures_match_torch():
-    for name in ("layer_norm", "rms_norm", "batch_norm", "group_norm", "instance_norm", "local_response_norm", "dropout"):
+    for name in (
+        "layer_norm",
+        "rms_norm",
+        "batch_norm",
+        "group_norm",
+        "instance_norm",
+        "local_response_norm",
+        "dropout",
+    ):
         ours, theirs = inspect.signature(getattr(NF, name)), inspect.signature(getattr(TF, name))
         assert list(ours.parameters) == list(theirs.parameters), name
-        assert [p.default for p in ours.parameters.values()] == [p.default for p in theirs.parameters.values()], name
+        assert [p.default for p in ours.parameters.values()] == [
+            p.default for p in theirs.parameters.values()
+        ], name
 
 
 # ------------------------------------------------------------------------------------------------
 # Modules
 
 MODULES = [
-    (nt.LayerNorm, nn.LayerNorm, (6, 4, 5), dict(normalized_shape=[4, 5])),
-    (nt.RMSNorm, nn.RMSNorm, (6, 5), dict(normalized_shape=5, eps=1e-6)),
-    (nt.BatchNorm1d, nn.BatchNorm1d, (6, 3), dict(num_features=6)),
-    (nt.BatchNorm2d, nn.BatchNorm2d, (6, 4, 5), dict(num_features=6, momentum=None)),
-    (nt.BatchNorm3d, nn.BatchNorm3d, (6, 2, 2, 3), dict(num_features=6, affine=False)),
-    (nt.GroupNorm, nn.GroupNorm, (6, 4, 5), dict(num_groups=2, num_channels=6)),
-    (nt.InstanceNorm1d, nn.InstanceNorm1d, (6, 7), dict(num_features=6, affine=True, track_running_stats=True)),
-    (nt.InstanceNorm2d, nn.InstanceNorm2d, (6, 4, 5), dict(num_features=6)),
-    (nt.InstanceNorm3d, nn.InstanceNorm3d, (6, 2, 2, 3), dict(num_features=6, affine=True)),
-    (nt.LocalResponseNorm, nn.LocalResponseNorm, (6, 4, 5), dict(size=3, alpha=0.1, k=2.0)),
+    (nt.LayerNorm, nn.LayerNorm, (6, 4, 5), {"normalized_shape": [4, 5]}),
+    (nt.RMSNorm, nn.RMSNorm, (6, 5), {"normalized_shape": 5, "eps": 1e-6}),
+    (nt.BatchNorm1d, nn.BatchNorm1d, (6, 3), {"num_features": 6}),
+    (nt.BatchNorm2d, nn.BatchNorm2d, (6, 4, 5), {"num_features": 6, "momentum": None}),
+    (nt.BatchNorm3d, nn.BatchNorm3d, (6, 2, 2, 3), {"num_features": 6, "affine": False}),
+    (nt.GroupNorm, nn.GroupNorm, (6, 4, 5), {"num_groups": 2, "num_channels": 6}),
+    (
+        nt.InstanceNorm1d,
+        nn.InstanceNorm1d,
+        (6, 7),
+        {"num_features": 6, "affine": True, "track_running_stats": True},
+    ),
+    (nt.InstanceNorm2d, nn.InstanceNorm2d, (6, 4, 5), {"num_features": 6}),
+    (nt.InstanceNorm3d, nn.InstanceNorm3d, (6, 2, 2, 3), {"num_features": 6, "affine": True}),
+    (nt.LocalResponseNorm, nn.LocalResponseNorm, (6, 4, 5), {"size": 3, "alpha": 0.1, "k": 2.0}),
 ]
 
 
@@ -287,7 +332,11 @@ def test_dropout_module_and_convert():
     ref = copy.deepcopy(model)
     converted = nt.convert(model)
     assert converted is model
-    assert type(model[1]) is nt.BatchNorm1d and type(model[2][0]) is nt.LayerNorm and type(model[2][1]) is nt.Dropout
+    assert (
+        type(model[1]) is nt.BatchNorm1d
+        and type(model[2][0]) is nt.LayerNorm
+        and type(model[2][1]) is nt.Dropout
+    )
     assert model[0].weight is converted[0].weight
     assert list(model.state_dict()) == list(ref.state_dict())
     model.eval()
@@ -363,13 +412,21 @@ def test_compile_fullgraph():
         (lambda: NF.group_norm(torch.randn(2, 6, 3), 4), ValueError, "divide"),
         (lambda: NF.group_norm(torch.randn(2, 6, 3), 2.0), TypeError, "num_groups"),
         (lambda: NF.batch_norm(torch.randn(2, 6), None, None), ValueError, "evaluation mode"),
-        (lambda: NF.batch_norm(torch.randn(1, 6), None, None, training=True), ValueError, "more than 1 value"),
+        (
+            lambda: NF.batch_norm(torch.randn(1, 6), None, None, training=True),
+            ValueError,
+            "more than 1 value",
+        ),
         (lambda: NF.batch_norm(torch.randn(4, 6), torch.zeros(5), torch.ones(5)), ValueError, "running_mean"),
         (lambda: NF.instance_norm(torch.randn(2, 6), None, None), ValueError, "3 or more"),
         (lambda: NF.local_response_norm(torch.randn(2, 6, 3), 0), ValueError, "size"),
         (lambda: NF.dropout(torch.randn(3), 1.5), ValueError, "between 0 and 1"),
         (lambda: NF.add_layer_norm(torch.randn(2, 3), torch.randn(3, 3), 3), ValueError, "residual"),
-        (lambda: NF.layer_norm(torch.randn(3, 4), [4], torch.randn(4, dtype=torch.float64)), TypeError, "weight has dtype"),
+        (
+            lambda: NF.layer_norm(torch.randn(3, 4), [4], torch.randn(4, dtype=torch.float64)),
+            TypeError,
+            "weight has dtype",
+        ),
         (lambda: NF.layer_norm(torch.ones(3, 4, dtype=torch.int32), [4]), TypeError, "x has dtype int32"),
     ],
 )

@@ -14,13 +14,13 @@ Requires ``torch`` (not a dependency of normkit itself).
 from __future__ import annotations
 
 try:
-    import torch as _torch
+    import torch as _torch  # noqa: F401
 except ImportError as e:  # pragma: no cover
     raise ImportError("normkit.torch needs PyTorch: pip install torch") from e
 
 from torch import Tensor, nn
 
-from . import _ops, functional
+from . import _ops, functional  # noqa: F401  (_ops registers torch.ops.normkit.*)
 from . import functional as F
 
 __all__ = [

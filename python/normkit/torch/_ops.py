@@ -16,8 +16,6 @@ and return channels-last results; any other layout gives C-contiguous results.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import ml_dtypes
 import numpy as np
 import torch
@@ -79,7 +77,7 @@ def _pdt(w: Tensor | None, x: Tensor) -> torch.dtype:
 
 @torch.library.custom_op(_lib + "layer_norm", mutates_args=())
 def layer_norm(
-    x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], axis: int, eps: float
+    x: Tensor, weight: Tensor | None, bias: Tensor | None, axis: int, eps: float
 ) -> tuple[Tensor, Tensor, Tensor]:
     y, mean, rstd = nk.layer_norm_forward(_a(x), _a(weight), _a(bias), axis=axis, eps=eps)
     return _t(y), _t(mean), _t(rstd)
@@ -87,12 +85,16 @@ def layer_norm(
 
 @layer_norm.register_fake
 def _(x, weight, bias, axis, eps):
-    return x.new_empty(x.shape), x.new_empty(x.shape[:axis], dtype=_sdt(x)), x.new_empty(x.shape[:axis], dtype=_sdt(x))
+    return (
+        x.new_empty(x.shape),
+        x.new_empty(x.shape[:axis], dtype=_sdt(x)),
+        x.new_empty(x.shape[:axis], dtype=_sdt(x)),
+    )
 
 
 @torch.library.custom_op(_lib + "layer_norm_backward", mutates_args=())
 def layer_norm_backward(
-    dy: Tensor, x: Tensor, mean: Tensor, rstd: Tensor, weight: Optional[Tensor], axis: int
+    dy: Tensor, x: Tensor, mean: Tensor, rstd: Tensor, weight: Tensor | None, axis: int
 ) -> tuple[Tensor, Tensor, Tensor]:
     dx, dw, db = nk.layer_norm_backward(_a(dy), _a(x), _a(mean), _a(rstd), _a(weight), axis=axis)
     return _t(dx), _t(dw), _t(db)
@@ -120,7 +122,7 @@ layer_norm.register_autograd(_ln_bwd, setup_context=_ln_setup)
 
 
 @torch.library.custom_op(_lib + "rms_norm", mutates_args=())
-def rms_norm(x: Tensor, weight: Optional[Tensor], axis: int, eps: float) -> tuple[Tensor, Tensor]:
+def rms_norm(x: Tensor, weight: Tensor | None, axis: int, eps: float) -> tuple[Tensor, Tensor]:
     y, rstd = nk.rms_norm_forward(_a(x), _a(weight), axis=axis, eps=eps)
     return _t(y), _t(rstd)
 
@@ -132,7 +134,7 @@ def _(x, weight, axis, eps):
 
 @torch.library.custom_op(_lib + "rms_norm_backward", mutates_args=())
 def rms_norm_backward(
-    dy: Tensor, x: Tensor, rstd: Tensor, weight: Optional[Tensor], axis: int
+    dy: Tensor, x: Tensor, rstd: Tensor, weight: Tensor | None, axis: int
 ) -> tuple[Tensor, Tensor]:
     dx, dw = nk.rms_norm_backward(_a(dy), _a(x), _a(rstd), _a(weight), axis=axis)
     return _t(dx), _t(dw)
@@ -163,16 +165,23 @@ rms_norm.register_autograd(_rms_bwd, setup_context=_rms_setup)
 
 @torch.library.custom_op(_lib + "add_layer_norm", mutates_args=())
 def add_layer_norm(
-    x: Tensor, residual: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], axis: int, eps: float
+    x: Tensor, residual: Tensor, weight: Tensor | None, bias: Tensor | None, axis: int, eps: float
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    y, h, mean, rstd = nk.add_layer_norm_forward(_a(x), _a(residual), _a(weight), _a(bias), axis=axis, eps=eps)
+    y, h, mean, rstd = nk.add_layer_norm_forward(
+        _a(x), _a(residual), _a(weight), _a(bias), axis=axis, eps=eps
+    )
     return _t(y), _t(h), _t(mean), _t(rstd)
 
 
 @add_layer_norm.register_fake
 def _(x, residual, weight, bias, axis, eps):
     s = x.shape[:axis]
-    return x.new_empty(x.shape), x.new_empty(x.shape), x.new_empty(s, dtype=_sdt(x)), x.new_empty(s, dtype=_sdt(x))
+    return (
+        x.new_empty(x.shape),
+        x.new_empty(x.shape),
+        x.new_empty(s, dtype=_sdt(x)),
+        x.new_empty(s, dtype=_sdt(x)),
+    )
 
 
 def _aln_setup(ctx, inputs, output):
@@ -185,7 +194,14 @@ def _aln_bwd(ctx, dy, dh, _dmean, _drstd):
     h, weight, mean, rstd = ctx.saved_tensors
     dx, dw, db = layer_norm_backward(dy, h, mean, rstd, weight, ctx.axis)
     dx = dx + dh
-    return dx, dx.to(ctx.rdtype), (dw if weight is not None else None), (db if ctx.has_bias else None), None, None
+    return (
+        dx,
+        dx.to(ctx.rdtype),
+        (dw if weight is not None else None),
+        (db if ctx.has_bias else None),
+        None,
+        None,
+    )
 
 
 add_layer_norm.register_autograd(_aln_bwd, setup_context=_aln_setup)
@@ -193,7 +209,7 @@ add_layer_norm.register_autograd(_aln_bwd, setup_context=_aln_setup)
 
 @torch.library.custom_op(_lib + "add_rms_norm", mutates_args=())
 def add_rms_norm(
-    x: Tensor, residual: Tensor, weight: Optional[Tensor], axis: int, eps: float
+    x: Tensor, residual: Tensor, weight: Tensor | None, axis: int, eps: float
 ) -> tuple[Tensor, Tensor, Tensor]:
     y, h, rstd = nk.add_rms_norm_forward(_a(x), _a(residual), _a(weight), axis=axis, eps=eps)
     return _t(y), _t(h), _t(rstd)
@@ -260,10 +276,10 @@ def _fake_running(x, running_mean, running_var):
 @torch.library.custom_op(_lib + "batch_norm", mutates_args=())
 def batch_norm(
     x: Tensor,
-    weight: Optional[Tensor],
-    bias: Optional[Tensor],
-    running_mean: Optional[Tensor],
-    running_var: Optional[Tensor],
+    weight: Tensor | None,
+    bias: Tensor | None,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
     training: bool,
     momentum: float,
     eps: float,
@@ -286,7 +302,7 @@ def _(x, weight, bias, running_mean, running_var, training, momentum, eps):
 
 @torch.library.custom_op(_lib + "batch_norm_backward", mutates_args=())
 def batch_norm_backward(
-    dy: Tensor, x: Tensor, save_mean: Tensor, save_rstd: Tensor, weight: Optional[Tensor], training: bool
+    dy: Tensor, x: Tensor, save_mean: Tensor, save_rstd: Tensor, weight: Tensor | None, training: bool
 ) -> tuple[Tensor, Tensor, Tensor]:
     xa, ca, cl = _chan(x)
     dya = _a(dy.movedim(1, -1)) if cl else _a(dy)
@@ -299,7 +315,11 @@ def batch_norm_backward(
 @batch_norm_backward.register_fake
 def _(dy, x, save_mean, save_rstd, weight, training):
     c = x.shape[1]
-    return _empty(x, _cl(x)), x.new_empty((c,), dtype=_pdt(weight, x)), x.new_empty((c,), dtype=_pdt(weight, x))
+    return (
+        _empty(x, _cl(x)),
+        x.new_empty((c,), dtype=_pdt(weight, x)),
+        x.new_empty((c,), dtype=_pdt(weight, x)),
+    )
 
 
 def _bn_setup(ctx, inputs, output):
@@ -311,7 +331,16 @@ def _bn_setup(ctx, inputs, output):
 def _bn_bwd(ctx, dy, _dmean, _drstd, _drm, _drv):
     x, weight, mean, rstd = ctx.saved_tensors
     dx, dw, db = batch_norm_backward(dy, x, mean, rstd, weight, ctx.training)
-    return dx, (dw if weight is not None else None), (db if ctx.has_bias else None), None, None, None, None, None
+    return (
+        dx,
+        (dw if weight is not None else None),
+        (db if ctx.has_bias else None),
+        None,
+        None,
+        None,
+        None,
+        None,
+    )
 
 
 batch_norm.register_autograd(_bn_bwd, setup_context=_bn_setup)
@@ -319,7 +348,7 @@ batch_norm.register_autograd(_bn_bwd, setup_context=_bn_setup)
 
 @torch.library.custom_op(_lib + "group_norm", mutates_args=())
 def group_norm(
-    x: Tensor, num_groups: int, weight: Optional[Tensor], bias: Optional[Tensor], eps: float
+    x: Tensor, num_groups: int, weight: Tensor | None, bias: Tensor | None, eps: float
 ) -> tuple[Tensor, Tensor, Tensor]:
     xa, ca, cl = _chan(x)
     y, mean, rstd = nk.group_norm_forward(xa, num_groups, _a(weight), _a(bias), eps=eps, channel_axis=ca)
@@ -334,7 +363,7 @@ def _(x, num_groups, weight, bias, eps):
 
 @torch.library.custom_op(_lib + "group_norm_backward", mutates_args=())
 def group_norm_backward(
-    dy: Tensor, x: Tensor, mean: Tensor, rstd: Tensor, weight: Optional[Tensor], num_groups: int
+    dy: Tensor, x: Tensor, mean: Tensor, rstd: Tensor, weight: Tensor | None, num_groups: int
 ) -> tuple[Tensor, Tensor, Tensor]:
     xa, ca, cl = _chan(x)
     dya = _a(dy.movedim(1, -1)) if cl else _a(dy)
@@ -347,7 +376,11 @@ def group_norm_backward(
 @group_norm_backward.register_fake
 def _(dy, x, mean, rstd, weight, num_groups):
     c = x.shape[1]
-    return _empty(x, _cl(x)), x.new_empty((c,), dtype=_pdt(weight, x)), x.new_empty((c,), dtype=_pdt(weight, x))
+    return (
+        _empty(x, _cl(x)),
+        x.new_empty((c,), dtype=_pdt(weight, x)),
+        x.new_empty((c,), dtype=_pdt(weight, x)),
+    )
 
 
 def _gn_setup(ctx, inputs, output):
@@ -368,10 +401,10 @@ group_norm.register_autograd(_gn_bwd, setup_context=_gn_setup)
 @torch.library.custom_op(_lib + "instance_norm", mutates_args=())
 def instance_norm(
     x: Tensor,
-    weight: Optional[Tensor],
-    bias: Optional[Tensor],
-    running_mean: Optional[Tensor],
-    running_var: Optional[Tensor],
+    weight: Tensor | None,
+    bias: Tensor | None,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
     use_input_stats: bool,
     momentum: float,
     eps: float,
@@ -394,7 +427,7 @@ def _(x, weight, bias, running_mean, running_var, use_input_stats, momentum, eps
 
 @torch.library.custom_op(_lib + "instance_norm_backward", mutates_args=())
 def instance_norm_backward(
-    dy: Tensor, x: Tensor, mean: Tensor, rstd: Tensor, weight: Optional[Tensor], use_input_stats: bool
+    dy: Tensor, x: Tensor, mean: Tensor, rstd: Tensor, weight: Tensor | None, use_input_stats: bool
 ) -> tuple[Tensor, Tensor, Tensor]:
     xa, ca, cl = _chan(x)
     dya = _a(dy.movedim(1, -1)) if cl else _a(dy)
@@ -407,7 +440,11 @@ def instance_norm_backward(
 @instance_norm_backward.register_fake
 def _(dy, x, mean, rstd, weight, use_input_stats):
     c = x.shape[1]
-    return _empty(x, _cl(x)), x.new_empty((c,), dtype=_pdt(weight, x)), x.new_empty((c,), dtype=_pdt(weight, x))
+    return (
+        _empty(x, _cl(x)),
+        x.new_empty((c,), dtype=_pdt(weight, x)),
+        x.new_empty((c,), dtype=_pdt(weight, x)),
+    )
 
 
 def _in_setup(ctx, inputs, output):
@@ -419,7 +456,16 @@ def _in_setup(ctx, inputs, output):
 def _in_bwd(ctx, dy, _dmean, _drstd, _drm, _drv):
     x, weight, mean, rstd = ctx.saved_tensors
     dx, dw, db = instance_norm_backward(dy, x, mean, rstd, weight, ctx.use_input_stats)
-    return dx, (dw if weight is not None else None), (db if ctx.has_bias else None), None, None, None, None, None
+    return (
+        dx,
+        (dw if weight is not None else None),
+        (db if ctx.has_bias else None),
+        None,
+        None,
+        None,
+        None,
+        None,
+    )
 
 
 instance_norm.register_autograd(_in_bwd, setup_context=_in_setup)
@@ -447,7 +493,9 @@ def local_response_norm_backward(
         dya, xa, ya, sa = (_a(t.movedim(1, -1)) for t in (dy, x, y, scale))
     else:
         dya, xa, ya, sa = _a(dy), _a(x), _a(y), _a(scale)
-    (dx,) = nk.local_response_norm_backward(dya, xa, ya, sa, size, alpha=alpha, beta=beta, channel_axis=-1 if cl else 1)
+    (dx,) = nk.local_response_norm_backward(
+        dya, xa, ya, sa, size, alpha=alpha, beta=beta, channel_axis=-1 if cl else 1
+    )
     return _back(dx, cl)
 
 
@@ -464,7 +512,13 @@ def _lrn_setup(ctx, inputs, output):
 
 def _lrn_bwd(ctx, dy, _dscale):
     x, y, scale = ctx.saved_tensors
-    return local_response_norm_backward(dy, x, y, scale, ctx.size, ctx.alpha, ctx.beta), None, None, None, None
+    return (
+        local_response_norm_backward(dy, x, y, scale, ctx.size, ctx.alpha, ctx.beta),
+        None,
+        None,
+        None,
+        None,
+    )
 
 
 local_response_norm.register_autograd(_lrn_bwd, setup_context=_lrn_setup)

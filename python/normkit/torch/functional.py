@@ -6,7 +6,7 @@ and traceable by ``torch.compile`` (custom ops with fake implementations, see ``
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -30,7 +30,9 @@ def _tensor(name: str, t, optional: bool = False) -> None:
     if t is None and optional:
         return
     if not isinstance(t, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor{' or None' if optional else ''}, got {type(t).__name__}")
+        raise TypeError(
+            f"{name} must be a torch.Tensor{' or None' if optional else ''}, got {type(t).__name__}"
+        )
 
 
 def _row_axis(fn: str, input: Tensor, normalized_shape, *params) -> int:
@@ -39,7 +41,9 @@ def _row_axis(fn: str, input: Tensor, normalized_shape, *params) -> int:
         normalized_shape = (normalized_shape,)
     ns = tuple(int(s) for s in normalized_shape)
     if len(ns) == 0 or len(ns) > input.dim() or tuple(input.shape[input.dim() - len(ns) :]) != ns:
-        raise ValueError(f"{fn}: normalized_shape {list(ns)} does not match the trailing axes of input of shape {list(input.shape)}")
+        raise ValueError(
+            f"{fn}: normalized_shape {list(ns)} does not match the trailing axes of input of shape {list(input.shape)}"
+        )
     for name, p in params:
         _tensor(name, p, optional=True)
         if p is not None and tuple(p.shape) != ns:
@@ -49,9 +53,9 @@ def _row_axis(fn: str, input: Tensor, normalized_shape, *params) -> int:
 
 def layer_norm(
     input: Tensor,
-    normalized_shape: Union[int, Sequence[int]],
-    weight: Optional[Tensor] = None,
-    bias: Optional[Tensor] = None,
+    normalized_shape: int | Sequence[int],
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
     eps: float = 1e-5,
 ) -> Tensor:
     """``torch.nn.functional.layer_norm`` on normkit's kernels."""
@@ -61,9 +65,9 @@ def layer_norm(
 
 def rms_norm(
     input: Tensor,
-    normalized_shape: Union[int, Sequence[int]],
-    weight: Optional[Tensor] = None,
-    eps: Optional[float] = None,
+    normalized_shape: int | Sequence[int],
+    weight: Tensor | None = None,
+    eps: float | None = None,
 ) -> Tensor:
     """``torch.nn.functional.rms_norm`` on normkit's kernels (``eps=None``: ``torch.finfo(input.dtype).eps``)."""
     axis = _row_axis("rms_norm", input, normalized_shape, ("weight", weight))
@@ -75,9 +79,9 @@ def rms_norm(
 def add_layer_norm(
     input: Tensor,
     residual: Tensor,
-    normalized_shape: Union[int, Sequence[int]],
-    weight: Optional[Tensor] = None,
-    bias: Optional[Tensor] = None,
+    normalized_shape: int | Sequence[int],
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
     eps: float = 1e-5,
 ) -> tuple[Tensor, Tensor]:
     """Fused residual add and LayerNorm: ``h = input + residual``; returns ``(layer_norm(h), h)``,
@@ -91,9 +95,9 @@ def add_layer_norm(
 def add_rms_norm(
     input: Tensor,
     residual: Tensor,
-    normalized_shape: Union[int, Sequence[int]],
-    weight: Optional[Tensor] = None,
-    eps: Optional[float] = None,
+    normalized_shape: int | Sequence[int],
+    weight: Tensor | None = None,
+    eps: float | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Fused residual add and RMSNorm: ``h = input + residual``; returns ``(rms_norm(h), h)``."""
     axis = _row_axis("add_rms_norm", input, normalized_shape, ("weight", weight))
@@ -113,31 +117,39 @@ def _check_residual(fn: str, input: Tensor, residual: Tensor) -> None:
 def _chan_params(fn: str, input: Tensor, min_dim: int, **params) -> None:
     _tensor("input", input)
     if input.dim() < min_dim:
-        raise ValueError(f"{fn}: expected an input of {min_dim} or more dimensions (N, C, ...), got shape {list(input.shape)}")
+        raise ValueError(
+            f"{fn}: expected an input of {min_dim} or more dimensions (N, C, ...), got shape {list(input.shape)}"
+        )
     c = input.shape[1]
     for name, p in params.items():
         _tensor(name, p, optional=True)
         if p is not None and tuple(p.shape) != (c,):
-            raise ValueError(f"{fn}: {name} has shape {list(p.shape)}, expected ({c},) for input of shape {list(input.shape)}")
+            raise ValueError(
+                f"{fn}: {name} has shape {list(p.shape)}, expected ({c},) for input of shape {list(input.shape)}"
+            )
 
 
 def batch_norm(
     input: Tensor,
-    running_mean: Optional[Tensor],
-    running_var: Optional[Tensor],
-    weight: Optional[Tensor] = None,
-    bias: Optional[Tensor] = None,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
     training: bool = False,
     momentum: float = 0.1,
     eps: float = 1e-5,
 ) -> Tensor:
     """``torch.nn.functional.batch_norm`` on normkit's kernels; in training, the running statistics
     (when given) are updated in place with the unbiased batch variance, as PyTorch does."""
-    _chan_params("batch_norm", input, 2, running_mean=running_mean, running_var=running_var, weight=weight, bias=bias)
+    _chan_params(
+        "batch_norm", input, 2, running_mean=running_mean, running_var=running_var, weight=weight, bias=bias
+    )
     if (running_mean is None) != (running_var is None):
         raise ValueError("batch_norm: give both running_mean and running_var, or neither")
     if not training and running_mean is None:
-        raise ValueError("batch_norm: running_mean and running_var must be given in evaluation mode (training=False)")
+        raise ValueError(
+            "batch_norm: running_mean and running_var must be given in evaluation mode (training=False)"
+        )
     args = (input, weight, bias, running_mean, running_var, bool(training), float(momentum), float(eps))
     y, _, _, rm, rv = _ops.batch_norm(*args)
     if training and running_mean is not None:
@@ -148,8 +160,8 @@ def batch_norm(
 def group_norm(
     input: Tensor,
     num_groups: int,
-    weight: Optional[Tensor] = None,
-    bias: Optional[Tensor] = None,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
     eps: float = 1e-5,
 ) -> Tensor:
     """``torch.nn.functional.group_norm`` on normkit's kernels."""
@@ -157,27 +169,48 @@ def group_norm(
     if isinstance(num_groups, bool) or not isinstance(num_groups, int):
         raise TypeError(f"group_norm: num_groups must be an int, got {type(num_groups).__name__}")
     if num_groups <= 0 or input.shape[1] % num_groups:
-        raise ValueError(f"group_norm: num_groups={num_groups} must be positive and divide the {input.shape[1]} channels")
+        raise ValueError(
+            f"group_norm: num_groups={num_groups} must be positive and divide the {input.shape[1]} channels"
+        )
     return _ops.group_norm(input, num_groups, weight, bias, float(eps))[0]
 
 
 def instance_norm(
     input: Tensor,
-    running_mean: Optional[Tensor] = None,
-    running_var: Optional[Tensor] = None,
-    weight: Optional[Tensor] = None,
-    bias: Optional[Tensor] = None,
+    running_mean: Tensor | None = None,
+    running_var: Tensor | None = None,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
     use_input_stats: bool = True,
     momentum: float = 0.1,
     eps: float = 1e-5,
 ) -> Tensor:
     """``torch.nn.functional.instance_norm`` on normkit's kernels."""
-    _chan_params("instance_norm", input, 3, running_mean=running_mean, running_var=running_var, weight=weight, bias=bias)
+    _chan_params(
+        "instance_norm",
+        input,
+        3,
+        running_mean=running_mean,
+        running_var=running_var,
+        weight=weight,
+        bias=bias,
+    )
     if (running_mean is None) != (running_var is None):
         raise ValueError("instance_norm: give both running_mean and running_var, or neither")
     if not use_input_stats and running_mean is None:
-        raise ValueError("instance_norm: running_mean and running_var must be given when use_input_stats=False")
-    args = (input, weight, bias, running_mean, running_var, bool(use_input_stats), float(momentum), float(eps))
+        raise ValueError(
+            "instance_norm: running_mean and running_var must be given when use_input_stats=False"
+        )
+    args = (
+        input,
+        weight,
+        bias,
+        running_mean,
+        running_var,
+        bool(use_input_stats),
+        float(momentum),
+        float(eps),
+    )
     y, _, _, rm, rv = _ops.instance_norm(*args)
     if use_input_stats and running_mean is not None:
         _copy_running(running_mean, running_var, rm, rv)
