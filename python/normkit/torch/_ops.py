@@ -31,12 +31,11 @@ def _a(t: Tensor | None):
     """A tensor as an array normkit takes: a NumPy view (CPU) or the tensor itself (CUDA)."""
     if t is None:
         return None
-    t = t.detach()
-    if t.device.type != "cpu":
-        return t
-    if t.dtype == torch.bfloat16:
-        return t.view(torch.int16).numpy().view(_BF16)
-    return t.numpy()
+    if not t.is_cpu:
+        return t.detach()
+    if t.dtype is torch.bfloat16:
+        return t.detach().view(torch.int16).numpy().view(_BF16)
+    return t.detach().numpy()
 
 
 def _t(a) -> Tensor:

@@ -36,19 +36,22 @@ def _tensor(name: str, t, optional: bool = False) -> None:
 
 
 def _row_axis(fn: str, input: Tensor, normalized_shape, *params) -> int:
-    _tensor("input", input)
-    if isinstance(normalized_shape, int):
-        normalized_shape = (normalized_shape,)
-    ns = tuple(int(s) for s in normalized_shape)
-    if len(ns) == 0 or len(ns) > input.dim() or tuple(input.shape[input.dim() - len(ns) :]) != ns:
+    if not isinstance(input, Tensor):
+        _tensor("input", input)
+    ns = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    n, d = len(ns), input.dim()
+    if n == 0 or n > d or input.shape[d - n :] != ns:
         raise ValueError(
             f"{fn}: normalized_shape {list(ns)} does not match the trailing axes of input of shape {list(input.shape)}"
         )
     for name, p in params:
-        _tensor(name, p, optional=True)
-        if p is not None and tuple(p.shape) != ns:
-            raise ValueError(f"{fn}: {name} has shape {list(p.shape)}, expected normalized_shape {list(ns)}")
-    return input.dim() - len(ns)
+        if p is not None:
+            _tensor(name, p)
+            if p.shape != ns:
+                raise ValueError(
+                    f"{fn}: {name} has shape {list(p.shape)}, expected normalized_shape {list(ns)}"
+                )
+    return d - n
 
 
 def layer_norm(
