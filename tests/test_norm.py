@@ -381,8 +381,10 @@ def test_bad_inputs_raise_clear_errors(on):
         (TypeError, "x has dtype int64", lambda: nk.layer_norm(g(np.ones((2, 3), np.int64)))),
         (TypeError, "x has dtype complex64", lambda: nk.rms_norm(g(np.ones((2, 3), np.complex64)))),
         (TypeError, "x has dtype object", lambda: nk.layer_norm(np.ones((2, 3), object))),
-        (TypeError, r"weight has dtype int32; expected float32", lambda: nk.layer_norm(x, g(np.ones(8, np.int32)))),
+        (TypeError, r"weight has dtype int32; expected float32 \(the input's dtype\)$", lambda: nk.layer_norm(x, g(np.ones(8, np.int32)))),
         (TypeError, r"weight has dtype float64; expected float32", lambda: nk.layer_norm(x, g(np.ones(8)))),
+        (TypeError, r"weight has dtype int32; expected float16 \(the input's dtype\) or float32",
+         lambda: nk.layer_norm(g(np.ones((4, 8), np.float16)), g(np.ones(8, np.int32)))),
         (ValueError, r"weight has shape \(7,\); expected \(8,\)", lambda: nk.layer_norm(x, g(np.ones(7, np.float32)))),
         (ValueError, r"bias has shape \(4, 8\); expected \(8,\)", lambda: nk.layer_norm(x, w, g(np.ones((4, 8), np.float32)))),
         (ValueError, r"weight has shape \(8,\); expected \(4, 8\)", lambda: nk.rms_norm(x, w, axis=0)),
@@ -402,7 +404,7 @@ def test_bad_inputs_raise_clear_errors(on):
         (ValueError, r"dy has shape \(4, 7\)", lambda: nk.rms_norm_backward(x[:, :7], x, x[:, 0])),
         (ValueError, r"rstd has shape \(3,\); expected \(4,\)", lambda: nk.rms_norm_backward(x, x, x[:3, 0])),
         (ValueError, r"mean has shape \(4, 1\)", lambda: nk.layer_norm_backward(x, x, x[:, :1], x[:, 0])),
-        (TypeError, "rstd has dtype int64", lambda: nk.rms_norm_backward(x, x, g(np.ones(4, np.int64)))),
+        (TypeError, r"rstd has dtype int64; expected float32, float64 or float16 \(converted to float32\)", lambda: nk.rms_norm_backward(x, x, g(np.ones(4, np.int64)))),
         (TypeError, "mean must be a numpy.ndarray, got NoneType", lambda: nk.layer_norm_backward(x, x, None, x[:, 0])),
     ]
     for exc, msg, call in cases:

@@ -447,8 +447,9 @@ void Call::param(const char* name, DType dt, const std::vector<int64_t>& shape) 
   const Arr& a = get(name);
   if (!a.given()) return;
   if (!a.is_float() || (a.dt() != dt && a.dt() != DType::f32))
-    throw py::type_error(std::string(name) + " has dtype " + a.dtype_name() + "; expected " + dtype_name(dt) +
-                         " (the input's dtype) or float32");
+    throw py::type_error(std::string(name) + " has dtype " + a.dtype_name() + "; expected " +
+                         (dt == DType::f32 ? std::string("float32 (the input's dtype)")
+                                           : std::string(dtype_name(dt)) + " (the input's dtype) or float32"));
   if (a.shape != shape)
     throw py::value_error(std::string(name) + " has shape " + shape_str(a.shape) + "; expected " + shape_str(shape));
 }
@@ -457,8 +458,9 @@ void Call::stat(const char* name, DType dt, const std::vector<int64_t>& shape, c
   const Arr& a = get(name);
   if (!a.given()) throw py::type_error(std::string(name) + " must be a numpy.ndarray, got NoneType");
   if (a.kind != Kind::f32 && a.kind != Kind::f64 && a.kind != Kind::f16)
-    throw py::type_error(std::string(name) + " has dtype " + a.dtype_name() + "; expected " +
-                         (dt == DType::f64 ? "float64" : "float32"));
+    throw py::type_error(std::string(name) + " has dtype " + a.dtype_name() +
+                         "; expected float32, float64 or float16 (converted to " +
+                         (dt == DType::f64 ? "float64" : "float32") + ")");
   if (a.shape != shape)
     throw py::value_error(std::string(name) + " has shape " + shape_str(a.shape) + "; expected " + shape_str(shape) +
                           what);
